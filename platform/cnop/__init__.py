@@ -1,0 +1,1 @@
+"""CNOP trading platform: six FastAPI services sharing one small core (``cnop.core``)."""

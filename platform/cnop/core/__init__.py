@@ -1,0 +1,1 @@
+"""The common core every service shares; services import nothing from each other."""

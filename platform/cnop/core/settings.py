@@ -1,0 +1,75 @@
+"""Typed, env-driven settings shared by every service.
+
+Each service subclasses :class:`ServiceSettings` with its own fields; one object per process,
+validated at start-up, so a missing JWT secret stops the service before it serves anything.
+All variables carry the ``CNOP_`` prefix (``CNOP_JWT_SECRET``, ``CNOP_REDIS_URL``...).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+DEV_SECRET = "cnop-dev-secret-do-not-use-outside-dev-mode"  # noqa: S105
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service understands."""
+
+    model_config = SettingsConfigDict(env_prefix="CNOP_", extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    dev_mode: bool = False
+    log_level: str = "INFO"
+
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "cnop-auth"
+    jwt_audience: str = "cnop-api"
+    jwt_expiry_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    # When Redis is unreachable: reads keep working, anything that changes state fails closed.
+    redis_fail_open_reads: bool = True
+
+    dynamodb_endpoint: str | None = None
+    dynamodb_region: str = "us-east-1"
+    table_prefix: str = "cnop"
+    # moto and DynamoDB Local accept any credentials; real AWS reads its own chain.
+    aws_access_key_id: str | None = "testing"
+    aws_secret_access_key: SecretStr | None = SecretStr("testing")
+
+    fault_flags_enabled: bool = True
+    fault_refresh_seconds: float = Field(default=0.25, ge=0)
+
+    # Internal HTTP addresses of the other services (only those a service calls are used).
+    user_url: str = "http://127.0.0.1:8000"
+    inventory_url: str = "http://127.0.0.1:8001"
+    order_url: str = "http://127.0.0.1:8002"
+    auth_url: str = "http://127.0.0.1:8003"
+    insights_url: str = "http://127.0.0.1:8004"
+    internal_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    cors_origins: list[str] = ["http://127.0.0.1:3000", "http://localhost:3000"]
+
+    @model_validator(mode="after")
+    def _secret_is_strong(self) -> ServiceSettings:
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if len(secret) < MIN_SECRET_LENGTH:
+            if not self.dev_mode:
+                raise ValueError(
+                    f"CNOP_JWT_SECRET must be set to at least {MIN_SECRET_LENGTH} characters "
+                    "(or CNOP_DEV_MODE=true for a throw-away development secret)"
+                )
+            object.__setattr__(self, "jwt_secret", SecretStr(secret or DEV_SECRET))
+        return self
+
+    @property
+    def secret(self) -> str:
+        assert self.jwt_secret is not None
+        return self.jwt_secret.get_secret_value()

@@ -1,0 +1,1 @@
+"""The six services; each has ``main.py`` with ``Settings`` and ``create_app``."""

@@ -1,0 +1,1 @@
+"""auth: validates access tokens and returns the user context (internal only)."""

@@ -1,0 +1,1 @@
+"""Runtimes: the one interface scenarios use to start, stop and hurt the platform."""

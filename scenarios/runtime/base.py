@@ -1,0 +1,117 @@
+"""The runtime interface: everything a scenario may do to the platform's processes or containers.
+
+Scenarios and the grader talk only to this interface, so the same drill runs on local processes
+(:mod:`scenarios.runtime.local`) and on Docker (:mod:`scenarios.runtime.docker`).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SERVICES = ("gateway", "auth", "user", "order", "inventory", "insights")
+INFRA = ("redis", "dynamodb", "prometheus")
+FAULT_KINDS = ("latency", "error_rate", "hang", "dependency_failure")
+
+
+class RuntimeError_(Exception):
+    """A runtime operation failed in a way the CLI reports as one line."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    gateway: str  # e.g. http://127.0.0.1:8080
+    prometheus: str  # e.g. http://127.0.0.1:9090
+    redis: str  # e.g. redis://127.0.0.1:6390/0
+    services: dict[str, str] = field(default_factory=dict)  # internal base URLs, where reachable
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    state: str  # running, paused, stopped, exited
+    pid: int | None = None
+    ready: bool | None = None
+    url: str | None = None
+
+
+class Runtime(abc.ABC):
+    """What the harness may do to a running platform; every method raises RuntimeError_."""
+
+    name: str
+
+    # --- lifecycle -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def up(self, *, persist: bool = False, timeout: float = 60.0) -> Endpoints: ...
+
+    @abc.abstractmethod
+    def down(self) -> None: ...
+
+    @abc.abstractmethod
+    def is_up(self) -> bool: ...
+
+    @abc.abstractmethod
+    def status(self) -> list[ComponentStatus]: ...
+
+    @abc.abstractmethod
+    def endpoints(self) -> Endpoints: ...
+
+    # --- process / container faults (name: a service or an INFRA component) ---------------
+    @abc.abstractmethod
+    def kill(self, name: str) -> None:
+        """SIGKILL; the component stays down until start()."""
+
+    @abc.abstractmethod
+    def stop(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def start(self, name: str) -> None:
+        """Start a stopped or killed component again and wait until it is ready."""
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self.start(name)
+
+    @abc.abstractmethod
+    def pause(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self, name: str) -> None: ...
+
+    def partition(self, name: str) -> None:
+        """Cut a component off the network (Docker only)."""
+        raise RuntimeError_(f"network partitions are not supported by the {self.name} runtime")
+
+    def heal(self, name: str) -> None:
+        raise RuntimeError_(f"network partitions are not supported by the {self.name} runtime")
+
+    # --- logs ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def log_lines(self, name: str, since: datetime | None = None) -> Iterator[str]:
+        """Raw stdout lines of a component, oldest first (JSON for the six services)."""
+
+    def log_events(self, name: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """The component's JSON log events since ``since`` (non-JSON lines are skipped)."""
+        for line in self.log_lines(name, since):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if since is not None and not _at_or_after(event.get("timestamp"), since):
+                continue
+            yield event
+
+
+def _at_or_after(timestamp: object, since: datetime) -> bool:
+    if not isinstance(timestamp, str):
+        return False
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")) >= since
+    except ValueError:
+        return False

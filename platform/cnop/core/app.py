@@ -18,6 +18,7 @@ from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import ReadinessCheck, health_router
+from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
 from cnop.core.metrics import MetricsMiddleware
 from cnop.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
@@ -44,6 +45,14 @@ def build_context(settings: ServiceSettings, *, uses_dynamodb: bool) -> ServiceC
             service=settings.service_name,
             leeway_seconds=settings.jwt_leeway_seconds,
             fail_open_on_redis_error=settings.redis_fail_open_reads,
+            check_revocation=settings.token_revocation_enabled,
+        ),
+        locks=UserLocks(
+            redis,
+            settings.service_name,
+            ttl_seconds=settings.lock_ttl_seconds,
+            wait_seconds=settings.lock_wait_seconds,
+            enabled=settings.locks_enabled,
         ),
         faults=FaultFlags(
             redis,

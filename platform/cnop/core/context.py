@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cnop.core.db import Tables
 from cnop.core.faults import FaultFlags
+from cnop.core.locks import UserLocks
 from cnop.core.logging import log_event
 from cnop.core.metrics import DEPENDENCY_ERRORS
 from cnop.core.problems import ProblemError
@@ -35,6 +36,7 @@ class ServiceContext:
     tokens: TokenService
     faults: FaultFlags
     http: httpx.AsyncClient
+    locks: UserLocks
     tables: Tables | None = None
     extra: dict[str, Any] | None = None
 

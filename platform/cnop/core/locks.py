@@ -24,16 +24,26 @@ LOCK_PREFIX = "cnop:lock:user:"
 
 class UserLocks:
     def __init__(
-        self, redis: Redis, service: str, *, ttl_seconds: float, wait_seconds: float
+        self,
+        redis: Redis,
+        service: str,
+        *,
+        ttl_seconds: float,
+        wait_seconds: float,
+        enabled: bool = True,
     ) -> None:
         self._redis = redis
         self._service = service
         self.ttl = ttl_seconds
         self.wait = wait_seconds
+        self.enabled = enabled
 
     @asynccontextmanager
     async def hold(self, username: str, operation: str) -> AsyncIterator[None]:
         """Hold the user's lock for the block, or raise a 409 (contention) / 503 (no Redis)."""
+        if not self.enabled:
+            yield
+            return
         lock = self._redis.lock(
             LOCK_PREFIX + username, timeout=self.ttl, sleep=0.02, blocking_timeout=self.wait
         )

@@ -44,6 +44,14 @@ class ServiceSettings(BaseSettings):
     aws_access_key_id: str | None = "testing"
     aws_secret_access_key: SecretStr | None = SecretStr("testing")
 
+    # Per-user locks (user and order services). A lab may switch them off to show why the
+    # conditional transaction, not the lock, is what really protects the money.
+    locks_enabled: bool = True
+    lock_ttl_seconds: float = Field(default=5.0, gt=0)
+    lock_wait_seconds: float = Field(default=3.0, ge=0)
+    # Revocation check on every token (logout works); a lab may switch it off.
+    token_revocation_enabled: bool = True
+
     fault_flags_enabled: bool = True
     fault_refresh_seconds: float = Field(default=0.25, ge=0)
 

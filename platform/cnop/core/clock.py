@@ -24,5 +24,5 @@ def utc_day(dt: datetime | None = None) -> str:
 
 
 def new_id(prefix: str) -> str:
-    """``{prefix}_{13-digit ms}{10 hex}``: unique, URL-safe, sorts by time (newest-first queries)."""
+    """``{prefix}_{13-digit ms}{10 hex}``: unique, URL-safe, sorted by time (newest first)."""
     return f"{prefix}_{int(time.time() * 1000):013d}{secrets.token_hex(5)}"

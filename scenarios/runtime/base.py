@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -88,6 +88,27 @@ class Runtime(abc.ABC):
 
     def heal(self, name: str) -> None:
         raise RuntimeError_(f"network partitions are not supported by the {self.name} runtime")
+
+    @abc.abstractmethod
+    def reconfigure(self, name: str, env: Mapping[str, str] | None) -> None:
+        """Restart a service with extra settings (``{"CNOP_BREAKER_ENABLED": "false"}``),
+        or with its defaults again when ``env`` is None; waits until it is ready."""
+
+    # --- fault flags and Redis state (the platform reads these keys; see docs/faults.md) ---
+    @abc.abstractmethod
+    def set_fault(
+        self, service: str, fault: str, params: Mapping[str, Any], ttl_seconds: int
+    ) -> None:
+        """Write ``cnop:fault:{service}:{fault}`` = JSON(params) with a TTL (always)."""
+
+    @abc.abstractmethod
+    def clear_faults(self, service: str | None = None) -> int:
+        """Delete the fault flags of one service (or all); returns how many were set."""
+
+    @abc.abstractmethod
+    def clear_state_keys(self) -> int:
+        """Delete the platform's transient Redis state (limiter counters, login failures,
+        IP blocks, locks, fault flags: every ``cnop:*`` key but revoked tokens)."""
 
     # --- logs ----------------------------------------------------------------------------
     @abc.abstractmethod

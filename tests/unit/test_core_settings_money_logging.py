@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+from decimal import Decimal
+
+import pytest
+from cnop.core.logging import JsonFormatter, log_event, request_id_var, user_var
+from cnop.core.money import Amount, Quantity, qty_str, usd, usd_str
+from cnop.core.settings import ServiceSettings
+from pydantic import BaseModel, ValidationError
+
+
+def test_settings_refuse_missing_or_short_secret_outside_dev_mode() -> None:
+    with pytest.raises(ValidationError, match="CNOP_JWT_SECRET"):
+        ServiceSettings(jwt_secret=None)
+    with pytest.raises(ValidationError, match="at least 32"):
+        ServiceSettings(jwt_secret="short")
+    assert len(ServiceSettings(dev_mode=True).secret) >= 32
+    assert ServiceSettings(jwt_secret="s" * 32).secret == "s" * 32
+
+
+def test_settings_read_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNOP_JWT_SECRET", "e" * 40)
+    monkeypatch.setenv("CNOP_LOCK_TTL_SECONDS", "7.5")
+    settings = ServiceSettings()
+    assert settings.lock_ttl_seconds == 7.5 and settings.secret == "e" * 40
+
+
+class _Money(BaseModel):
+    amount: Amount
+    quantity: Quantity = Decimal("1")
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "0.001", "1000000.01", "NaN", "Infinity", "abc", 1e400])
+def test_amount_rejects(raw: object) -> None:
+    with pytest.raises(ValidationError):
+        _Money(amount=raw)
+
+
+def test_amount_and_quantity_accept_exact_decimals() -> None:
+    assert _Money(amount="0.01").amount == Decimal("0.01")
+    assert _Money(amount=1000000).amount == Decimal("1000000")
+    assert _Money(amount="0.1", quantity="0.001").quantity == Decimal("0.001")
+    with pytest.raises(ValidationError):
+        _Money(amount="1", quantity="0.0009")
+    with pytest.raises(ValidationError):
+        _Money(amount="1", quantity="0.123456789")
+
+
+def test_money_rendering_is_exact() -> None:
+    assert usd(Decimal("0.125")) == Decimal("0.12")  # banker's rounding
+    assert usd_str(Decimal("100")) == "100.00"
+    assert usd_str(Decimal("0.1") + Decimal("0.2")) == "0.30"
+    assert qty_str(Decimal("1.50000000")) == "1.5"
+    assert qty_str(Decimal("10")) == "10"
+    assert qty_str(Decimal("1E-8")) == "0.00000001"
+
+
+def test_log_lines_are_json_with_request_id_and_user() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("order"))
+    logger = logging.getLogger("cnop")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        request_id_var.set("req-12345678")
+        user_var.set("alice_trader")
+        log_event("order_completed", order_id="ord_1", total="10.00")
+    finally:
+        logger.removeHandler(handler)
+        request_id_var.set(None)
+        user_var.set(None)
+    doc = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert doc["service"] == "order" and doc["event"] == "order_completed"
+    assert doc["request_id"] == "req-12345678" and doc["user"] == "alice_trader"
+    assert doc["order_id"] == "ord_1" and doc["level"] == "info" and doc["timestamp"]

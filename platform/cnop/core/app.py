@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.faults import FaultFlags, FaultMiddleware
-from cnop.core.health import ReadinessCheck, health_router
+from cnop.core.health import LivenessReport, ReadinessCheck, health_router
 from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
 from cnop.core.metrics import MetricsMiddleware
@@ -32,7 +32,9 @@ ShutdownHook = Callable[[ServiceContext], Awaitable[None]]
 
 
 def build_context(settings: ServiceSettings, *, uses_dynamodb: bool) -> ServiceContext:
-    redis = make_redis(settings.redis_url, settings.redis_timeout_seconds)
+    redis = make_redis(
+        settings.redis_url, settings.redis_timeout_seconds, settings.redis_max_connections
+    )
     return ServiceContext(
         settings=settings,
         redis=redis,
@@ -79,6 +81,7 @@ def create_service_app(
     on_shutdown: ShutdownHook | None = None,
     cors: bool = False,
     log_requests: bool = True,
+    liveness: LivenessReport | None = None,
 ) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level)
     ctx = build_context(settings, uses_dynamodb=uses_dynamodb)
@@ -119,7 +122,7 @@ def create_service_app(
             await ctx.db(ping, tables)
 
         checks["dynamodb"] = dynamodb_ready
-    app.include_router(health_router(settings.service_name, checks))
+    app.include_router(health_router(settings.service_name, checks, liveness))
     for router in routers:
         app.include_router(router)
     install_problem_handlers(app)

@@ -8,6 +8,12 @@ state machine is small enough to test exhaustively, so it is written here.
 
 In-memory per process: the gateway runs one process per replica, and each replica protecting
 itself is the usual design (Resilience4j, Envoy outlier detection).
+
+Calls are slow and overlap state changes, so :meth:`CircuitBreaker.before_call` hands out a ticket
+(the state's generation) and :meth:`CircuitBreaker.record` ignores a result whose ticket belongs
+to an earlier state: a straggler admitted while closed must not count as a half-open trial. A
+half-open trial that never reports (its caller was cancelled) counts as failed once
+``open_seconds`` pass, so the breaker cannot stay half-open, refusing everything, forever.
 """
 
 from __future__ import annotations
@@ -64,15 +70,29 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._trials_started = 0
         self._trials_ok = 0
+        self._half_open_at = 0.0
+        self._generation = 0
         BREAKER_STATE.labels(upstream).set(State.CLOSED)
 
     def retry_after(self) -> float:
         return max(0.0, self._opened_at + self.policy.open_seconds - self._clock())
 
-    def before_call(self) -> None:
-        """Admit a call or raise :class:`BreakerOpenError` without touching the upstream."""
+    def precheck(self) -> None:
+        """Refuse early, without claiming a half-open trial, when a call is certain to be refused.
+
+        Lets a caller skip expensive work (the gateway's token check) for an upstream that is
+        open anyway; the real admission is still :meth:`before_call`.
+        """
+        if self.policy.enabled and self.state is State.OPEN and self.retry_after() > 0:
+            self._reject()
+
+    def before_call(self) -> int:
+        """Admit a call or raise :class:`BreakerOpenError` without touching the upstream.
+
+        Returns a ticket to hand back to :meth:`record`.
+        """
         if not self.policy.enabled:
-            return
+            return self._generation
         if self.state is State.OPEN:
             if self._clock() - self._opened_at >= self.policy.open_seconds:
                 self._transition(State.HALF_OPEN)
@@ -80,12 +100,20 @@ class CircuitBreaker:
                 self._reject()
         if self.state is State.HALF_OPEN:
             if self._trials_started >= self.policy.half_open_calls:
+                if self._clock() - self._half_open_at >= self.policy.open_seconds:
+                    # Trials that never reported are as good as failed: open again, so a
+                    # later call gets fresh trials instead of a breaker stuck half-open.
+                    self._transition(State.OPEN)
                 self._reject()
             self._trials_started += 1
+        return self._generation
 
-    def record(self, success: bool) -> None:
+    def record(self, success: bool, ticket: int | None = None) -> None:
+        """Report a call's outcome; ``ticket`` (from :meth:`before_call`) drops stale results."""
         if not self.policy.enabled:
             return
+        if ticket is not None and ticket != self._generation:
+            return  # admitted under an earlier state: says nothing about the current one
         if self.state is State.HALF_OPEN:
             if not success:
                 self._transition(State.OPEN)
@@ -118,9 +146,11 @@ class CircuitBreaker:
     def _transition(self, new: State) -> None:
         old = self.state
         self.state = new
+        self._generation += 1
         if new is State.OPEN:
             self._opened_at = self._clock()
         if new is State.HALF_OPEN:
+            self._half_open_at = self._clock()
             self._trials_started = 0
             self._trials_ok = 0
         if new is State.CLOSED:

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+# A service whose liveness says more (the gateway reports its breakers) supplies the body.
+LivenessReport = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def health_router(service: str, checks: dict[str, ReadinessCheck]) -> APIRouter:
+def health_router(
+    service: str, checks: dict[str, ReadinessCheck], liveness: LivenessReport | None = None
+) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/health")
-    async def live() -> dict[str, str]:
+    async def live() -> dict[str, Any]:
+        if liveness is not None:
+            return await liveness()
         return {"status": "ok", "service": service}
 
     @router.get("/health/ready")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -19,15 +19,23 @@ REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def make_redis(url: str, timeout: float) -> Redis:
-    # Short timeouts: an outage must turn into a fast, explicit decision, not a hung request.
-    return Redis.from_url(
+def make_redis(url: str, timeout: float, max_connections: int = 200) -> Redis:
+    """A client with short timeouts whose pool *waits* (up to ``timeout``) for a connection.
+
+    Short timeouts turn an outage into a fast, explicit decision, not a hung request. redis-py's
+    default async pool raises ``MaxConnectionsError`` (a ``ConnectionError``) when it runs out,
+    which would read as "Redis is down" during exactly the floods the limiter exists for.
+    """
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
         health_check_interval=5,
     )
+    return Redis(connection_pool=pool)
 
 
 def report_redis_down(

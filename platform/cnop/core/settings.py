@@ -34,6 +34,7 @@ class ServiceSettings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    redis_max_connections: int = Field(default=200, ge=1)
     # When Redis is unreachable: reads keep working, anything that changes state fails closed.
     redis_fail_open_reads: bool = True
 

@@ -1,0 +1,382 @@
+"""The gateway's request pipeline: one catch-all handler that walks each request through
+client IP -> IP rate limit -> route table -> token check -> user rate limit -> login guard ->
+upstream; plus the body of ``GET /health`` (breaker states and Redis).
+
+Order matters: the IP limit runs before anything else (even for unknown routes), so a flood
+costs one Redis round trip per request and never reaches the auth service; an open upstream
+breaker is checked before the token check, so a dead upstream is refused in microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from cnop.core.breaker import BreakerPolicy, CircuitBreaker, State
+from cnop.core.logging import log_event, request_id_var, user_var
+from cnop.core.metrics import IP_BLOCKS, LOGIN_ATTEMPTS, RATE_LIMIT_DECISIONS
+from cnop.core.problems import ProblemError
+from cnop.core.redis import REDIS_DOWN_ERRORS, make_redis, report_redis_down
+from cnop.services.gateway.auth_check import AuthCheck
+from cnop.services.gateway.client_ip import client_ip, parse_networks
+from cnop.services.gateway.login_guard import LoginGuard, LoginPolicy
+from cnop.services.gateway.ratelimit import Decision, RateLimiter, tightest
+from cnop.services.gateway.routes import LOGIN_PATH, RouteMatch, WrongMethod, match
+from cnop.services.gateway.settings import Settings
+from cnop.services.gateway.upstreams import RetryPolicy, Upstream
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# An allow-list: whatever else a client sends (X-User-*, X-Forwarded-*, Cookie, hop-by-hop
+# headers) never reaches a backend.
+FORWARDED_REQUEST_HEADERS = (
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "accept",
+    "accept-language",
+    "user-agent",
+)
+# Framing is recomputed; server, date and request id are ours to set.
+DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {
+    "content-length",
+    "content-encoding",
+    "server",
+    "date",
+    "x-request-id",
+}
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
+
+router = APIRouter()
+
+
+class Gateway:
+    """Everything the pipeline needs, built once per app from its settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service = settings.service_name
+        redis = make_redis(
+            settings.redis_url, settings.redis_timeout_seconds, settings.redis_max_connections
+        )
+        self.redis = redis
+        self.trusted = parse_networks(settings.trusted_proxies)
+        self.limiter = RateLimiter(redis)
+        self.guard = LoginGuard(
+            redis,
+            LoginPolicy(
+                ip_max=settings.login_ip_max_failures,
+                ip_window=settings.login_ip_window_seconds,
+                ip_block=settings.login_ip_block_seconds,
+                user_max=settings.login_user_max_failures,
+                user_window=settings.login_user_window_seconds,
+                user_block=settings.login_user_block_seconds,
+            ),
+        )
+        policy = BreakerPolicy(
+            failure_rate=settings.breaker_failure_rate,
+            window=settings.breaker_window,
+            min_calls=settings.breaker_min_calls,
+            consecutive_failures=settings.breaker_consecutive_failures,
+            open_seconds=settings.breaker_open_seconds,
+            half_open_calls=settings.breaker_half_open_calls,
+            enabled=settings.breaker_enabled,
+        )
+        retry = RetryPolicy(
+            retries=settings.upstream_retries,
+            backoff_seconds=settings.upstream_retry_backoff_seconds,
+            backoff_max_seconds=settings.upstream_retry_backoff_max_seconds,
+        )
+        urls = {
+            "user": settings.user_url,
+            "inventory": settings.inventory_url,
+            "order": settings.order_url,
+            "insights": settings.insights_url,
+            "auth": settings.auth_url,
+        }
+        self.upstreams = {
+            name: Upstream(
+                name,
+                url,
+                CircuitBreaker(name, policy),
+                timeout=settings.upstream_timeout_seconds,
+                retry=retry,
+                max_connections=settings.upstream_max_connections,
+            )
+            for name, url in urls.items()
+        }
+        self.auth = AuthCheck(self.upstreams["auth"])
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(u.aclose() for u in self.upstreams.values()))
+        await self.redis.aclose(close_connection_pool=True)
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        decisions: list[Decision] = []
+        try:
+            response = await self._handle(request, decisions)
+        except ProblemError as exc:
+            best = tightest(*decisions)
+            if best is not None:
+                exc.headers = {**best.headers(), **exc.headers}
+            raise
+        best = tightest(*decisions)
+        if best is not None:
+            response.headers.update(best.headers())
+        return response
+
+    async def _handle(self, request: Request, decisions: list[Decision]) -> Response:
+        scope = request.scope
+        found = match(request.method, scope["path"])
+        scope["cnop.route"] = (
+            found.route.template
+            if isinstance(found, RouteMatch)
+            else (found.template if isinstance(found, WrongMethod) else "unmatched")
+        )
+        is_login = isinstance(found, RouteMatch) and found.route.path == LOGIN_PATH
+        ip = client_ip(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+            self.trusted,
+        )
+        s = self.settings
+        if s.rate_limit_enabled:
+            await self._limit(
+                decisions, "ip", f"ip:{ip}", s.rate_limit_ip_limit, ip=ip, fail_closed=is_login
+            )
+        if found is None:
+            raise ProblemError(404, "No such resource")
+        if isinstance(found, WrongMethod):
+            allow = ", ".join(sorted(found.allowed))
+            raise ProblemError(405, f"Method not allowed; use {allow}", headers={"Allow": allow})
+        route = found.route
+        upstream = self.upstreams[route.upstream]
+        body = await self._body(request)
+        request_id = request_id_var.get() or ""
+        if route.auth:
+            upstream.precheck()
+            username = await self.auth.username(request.headers.get("authorization"), request_id)
+            user_var.set(username)
+            if s.rate_limit_enabled:
+                await self._limit(
+                    decisions, "user", f"user:{username}", s.rate_limit_user_limit, ip=ip
+                )
+        login_name = _login_username(body) if is_login else None
+        guard = is_login and s.login_protection_enabled
+        if guard:
+            await self._check_login(ip, login_name)
+
+        headers = {
+            name: request.headers[name]
+            for name in FORWARDED_REQUEST_HEADERS
+            if name in request.headers
+        }
+        headers["X-Request-ID"] = request_id
+        headers["X-Forwarded-For"] = ip
+        retryable = request.method in RETRYABLE_METHODS or "idempotency-key" in headers
+        reply = await upstream.send(
+            request.method,
+            found.upstream_path,
+            query=scope.get("query_string", b""),
+            headers=headers,
+            body=body,
+            retryable=retryable,
+        )
+        if is_login:
+            await self._after_login(reply.status_code, ip, login_name, guard)
+        return _response(reply)
+
+    # -- steps --------------------------------------------------------------------------------
+
+    async def _limit(
+        self,
+        decisions: list[Decision],
+        policy: str,
+        key: str,
+        limit: int,
+        *,
+        ip: str,
+        fail_closed: bool = False,
+    ) -> None:
+        try:
+            decision = await self.limiter.hit(key, limit, self.settings.rate_limit_window_seconds)
+        except REDIS_DOWN_ERRORS as exc:
+            fail_open = self.settings.redis_fail_open_reads and not fail_closed
+            report_redis_down(self.service, f"rate_limit_{policy}", fail_open=fail_open, error=exc)
+            if fail_open:
+                return
+            raise _redis_unavailable() from None
+        decisions.append(decision)
+        RATE_LIMIT_DECISIONS.labels(policy, "allowed" if decision.allowed else "limited").inc()
+        if not decision.allowed:
+            log_event(
+                "rate_limited",
+                logging.WARNING,
+                policy=policy,
+                client_ip=ip,
+                limit=limit,
+                retry_after=decision.retry_after,
+            )
+            raise ProblemError(429, "Too many requests; slow down", headers=decision.headers())
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ProblemError(413, f"The request body is larger than {limit} bytes")
+        body = await request.body()
+        if len(body) > limit:
+            raise ProblemError(413, f"The request body is larger than {limit} bytes")
+        return body
+
+    async def _check_login(self, ip: str, username: str | None) -> None:
+        try:
+            blocks = await self.guard.blocks(ip, username)
+        except REDIS_DOWN_ERRORS as exc:
+            report_redis_down(self.service, "login_guard", fail_open=False, error=exc)
+            raise _redis_unavailable() from None
+        if blocks.ip_seconds > 0:
+            RATE_LIMIT_DECISIONS.labels("login_ip", "limited").inc()
+            LOGIN_ATTEMPTS.labels("blocked").inc()
+            log_event(
+                "rate_limited",
+                logging.WARNING,
+                policy="login_ip",
+                client_ip=ip,
+                username=username,
+                retry_after=blocks.ip_seconds,
+            )
+            raise ProblemError(
+                403,
+                "Too many failed logins from this address; try again later",
+                slug="ip-blocked",
+                headers={"Retry-After": _seconds(blocks.ip_seconds)},
+            )
+        RATE_LIMIT_DECISIONS.labels("login_ip", "allowed").inc()
+        if username is None:
+            return
+        if blocks.user_seconds > 0:
+            RATE_LIMIT_DECISIONS.labels("login_user", "limited").inc()
+            LOGIN_ATTEMPTS.labels("blocked").inc()
+            log_event(
+                "rate_limited",
+                logging.WARNING,
+                policy="login_user",
+                client_ip=ip,
+                username=username,
+                retry_after=blocks.user_seconds,
+            )
+            raise ProblemError(
+                429,
+                "Too many failed logins for this account; try again later",
+                headers={"Retry-After": _seconds(blocks.user_seconds)},
+            )
+        RATE_LIMIT_DECISIONS.labels("login_user", "allowed").inc()
+
+    async def _after_login(self, status: int, ip: str, username: str | None, guard: bool) -> None:
+        if 200 <= status < 300:
+            LOGIN_ATTEMPTS.labels("success").inc()
+            return
+        if status != 401:
+            return  # validation errors and outages say nothing about the credentials
+        LOGIN_ATTEMPTS.labels("failure").inc()
+        log_event("login_failed", logging.WARNING, client_ip=ip, username=username)
+        if not guard:
+            return
+        try:
+            outcome = await self.guard.record_failure(ip, username)
+        except REDIS_DOWN_ERRORS as exc:
+            report_redis_down(self.service, "login_guard", fail_open=False, error=exc)
+            return  # the answer is a 401 anyway; the next attempt fails closed at the check
+        if outcome.ip_blocked_now:
+            IP_BLOCKS.inc()
+            log_event(
+                "ip_blocked",
+                logging.WARNING,
+                client_ip=ip,
+                failures=outcome.ip_failures,
+                block_seconds=self.guard.policy.ip_block,
+            )
+        if outcome.user_throttled_now:
+            log_event(
+                "username_throttled",
+                logging.WARNING,
+                username=username,
+                failures=outcome.user_failures,
+                block_seconds=self.guard.policy.user_block,
+            )
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness plus what the gateway depends on: breaker states and Redis."""
+        try:
+            await asyncio.wait_for(self.redis.ping(), timeout=self.settings.redis_timeout_seconds)
+            redis = "ok"
+        except Exception:  # health reports, never raises
+            redis = "unavailable"
+        upstreams = {name: u.breaker.state.label for name, u in self.upstreams.items()}
+        healthy = redis == "ok" and all(
+            u.breaker.state is State.CLOSED for u in self.upstreams.values()
+        )
+        return {
+            "status": "ok" if healthy else "degraded",
+            "service": self.service,
+            "upstreams": upstreams,
+            "redis": redis,
+        }
+
+
+def _login_username(body: bytes) -> str | None:
+    """The username a login targets, lower-cased like the user service stores it."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    name = doc.get("username") if isinstance(doc, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return name.strip().lower()[:64]
+
+
+def _seconds(value: float) -> str:
+    return str(max(1, math.ceil(value)))
+
+
+def _redis_unavailable() -> ProblemError:
+    return ProblemError(
+        503, "Rate limiting is unavailable; try again shortly", headers={"Retry-After": "2"}
+    )
+
+
+def _response(reply: httpx.Response) -> Response:
+    headers = {k: v for k, v in reply.headers.items() if k.lower() not in DROPPED_RESPONSE_HEADERS}
+    return Response(reply.content, status_code=reply.status_code, headers=headers)
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+@router.api_route("/{path:path}", methods=ALL_METHODS, include_in_schema=False)
+async def proxy(request: Request) -> Response:
+    return await get_gateway(request).handle(request)

@@ -1,0 +1,97 @@
+"""The gateway's route table, kept as data so a route is added by adding a row, not code.
+
+Each row is a public template under ``/api/v1``; the upstream path is the same template without
+the prefix. Matching is segment by segment: a ``{param}`` matches one non-empty segment that is
+not ``.`` or ``..``, so a crafted path can never climb to an upstream route the table lacks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+API_PREFIX = "/api/v1"
+UPSTREAMS = ("user", "inventory", "order", "insights")
+
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: frozenset[str]
+    path: str  # public template without the prefix, e.g. "/orders/{order_id}"
+    upstream: str
+    auth: bool = True
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.upstream not in UPSTREAMS:
+            raise ValueError(f"unknown upstream {self.upstream!r} for {self.path}")
+        regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", self.path)
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+
+    @property
+    def template(self) -> str:
+        """The label metrics use: bounded, never the raw path."""
+        return API_PREFIX + self.path
+
+
+def route(methods: str, path: str, upstream: str, *, auth: bool = True) -> Route:
+    return Route(frozenset(methods.split(",")), path, upstream, auth)
+
+
+ROUTES: tuple[Route, ...] = (
+    route("POST", "/auth/register", "user", auth=False),
+    route("POST", "/auth/login", "user", auth=False),
+    route("GET,PUT", "/auth/profile", "user"),
+    route("POST", "/auth/logout", "user"),
+    route("GET", "/balance", "user"),
+    route("POST", "/balance/deposit", "user"),
+    route("POST", "/balance/withdraw", "user"),
+    route("GET", "/balance/transactions", "user"),
+    route("GET", "/balance/asset/{asset_id}", "user"),
+    route("GET", "/portfolio", "user"),
+    route("POST", "/cny/claim", "user"),
+    route("GET", "/inventory/assets", "inventory", auth=False),
+    route("GET", "/inventory/assets/{asset_id}", "inventory", auth=False),
+    route("GET,POST", "/orders", "order"),
+    route("GET", "/orders/{order_id}", "order"),
+    route("GET", "/assets/{asset_id}/transactions", "order"),
+    route("GET", "/insights/portfolio", "insights"),
+)
+
+LOGIN_PATH = "/auth/login"
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    route: Route
+    upstream_path: str  # the public path without the prefix
+
+
+@dataclass(frozen=True)
+class WrongMethod:
+    template: str
+    allowed: frozenset[str]
+
+
+def match(
+    method: str, path: str, routes: tuple[Route, ...] = ROUTES
+) -> RouteMatch | WrongMethod | None:
+    """Find the row for ``method path``; ``None`` for unknown paths (404)."""
+    if not path.startswith(API_PREFIX + "/"):
+        return None
+    rest = path[len(API_PREFIX) :]
+    if any(seg in (".", "..") for seg in rest.split("/")):
+        return None
+    allowed: set[str] = set()
+    template = ""
+    for candidate in routes:
+        if candidate.pattern.match(rest):
+            if method in candidate.methods:
+                return RouteMatch(candidate, rest)
+            allowed |= candidate.methods
+            template = template or candidate.template
+    if allowed:
+        return WrongMethod(template, frozenset(allowed))
+    return None

@@ -1,0 +1,154 @@
+"""Calls to one upstream: its own connection pool, circuit breaker, timeout and retry policy.
+
+One pooled ``httpx.AsyncClient`` per upstream is a bulkhead: a hung order service can exhaust
+its own pool but never the connections the inventory or auth calls need.
+
+Failure mapping (the contract leaves the status codes to us):
+  breaker open                          -> 503 + Retry-After, upstream not called ("rejected")
+  connect refused / connect timeout     -> 503 + Retry-After: nothing is listening, so the
+                                           service is *unavailable*, and retrying later is right
+  read/write/pool timeout               -> 504 ("timeout")
+  any other transport error (reset, malformed response) -> 502 ("failure")
+  5xx answer                            -> passed through if it is a problem document (backends
+                                           send those), else replaced by a generic 502 problem
+Transport errors, timeouts and 5xx count as breaker failures; any 4xx is the caller's fault and
+counts as a success. Idempotent calls are retried on transport errors, timeouts, 502, 503 and
+504 with jittered exponential backoff; each attempt asks the breaker first and reports to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from dataclasses import dataclass
+
+import httpx
+
+from cnop.core.breaker import BreakerOpenError, CircuitBreaker
+from cnop.core.logging import log_event
+from cnop.core.metrics import UPSTREAM_REQUESTS
+from cnop.core.problems import PROBLEM_MEDIA_TYPE, ProblemError
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 2
+    backoff_seconds: float = 0.05
+    backoff_max_seconds: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        """Equal jitter: half the exponential step fixed, half random, so retries spread out."""
+        step = min(self.backoff_max_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return step / 2 + random.uniform(0, step / 2)
+
+
+def unavailable(name: str, retry_after: float) -> ProblemError:
+    return ProblemError(
+        503,
+        f"The {name} service is temporarily unavailable; try again shortly",
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+    )
+
+
+class Upstream:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        breaker: CircuitBreaker,
+        *,
+        timeout: float,
+        retry: RetryPolicy,
+        max_connections: int = 100,
+    ) -> None:
+        self.name = name
+        self.breaker = breaker
+        self.retry = retry
+        self.client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections // 2
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def precheck(self) -> None:
+        """Answer 503 at once when the breaker is open, before any other work."""
+        try:
+            self.breaker.precheck()
+        except BreakerOpenError as exc:
+            UPSTREAM_REQUESTS.labels(self.name, "rejected").inc()
+            raise unavailable(self.name, exc.retry_after) from None
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: bytes = b"",
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        retryable: bool = False,
+    ) -> httpx.Response:
+        """Call the upstream under its breaker; every failure leaves as a :class:`ProblemError`."""
+        attempts = 1 + (self.retry.retries if retryable else 0)
+        url = httpx.URL(path=path, query=query)
+        failure: ProblemError | None = None
+        response: httpx.Response | None = None
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(self.retry.delay(attempt))
+            try:
+                ticket = self.breaker.before_call()
+            except BreakerOpenError as exc:
+                UPSTREAM_REQUESTS.labels(self.name, "rejected").inc()
+                raise unavailable(self.name, exc.retry_after) from None
+            try:
+                response = await self.client.request(method, url, headers=headers, content=body)
+            except httpx.HTTPError as exc:
+                failure = self._failed(exc, ticket, attempt)
+                response = None
+                continue
+            ok = response.status_code < 500
+            self.breaker.record(ok, ticket)
+            UPSTREAM_REQUESTS.labels(self.name, "success" if ok else "failure").inc()
+            if response.status_code not in RETRY_STATUSES:
+                break
+        if response is not None:
+            return sanitized(self.name, response)
+        assert failure is not None
+        raise failure
+
+    def _failed(self, exc: httpx.HTTPError, ticket: int, attempt: int) -> ProblemError:
+        self.breaker.record(False, ticket)
+        timed_out = isinstance(exc, httpx.TimeoutException)
+        UPSTREAM_REQUESTS.labels(self.name, "timeout" if timed_out else "failure").inc()
+        log_event(
+            "upstream_error",
+            logging.WARNING,
+            upstream=self.name,
+            error=type(exc).__name__,
+            attempt=attempt + 1,
+        )
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return unavailable(self.name, 2)
+        if timed_out:
+            return ProblemError(504, f"The {self.name} service did not answer in time")
+        return ProblemError(502, f"The {self.name} service gave an invalid answer")
+
+
+def sanitized(name: str, response: httpx.Response) -> httpx.Response:
+    """A 5xx that is not a problem document may carry anything (a trace): replace it."""
+    content_type = response.headers.get("content-type", "")
+    if response.status_code >= 500 and not content_type.startswith(PROBLEM_MEDIA_TYPE):
+        raise ProblemError(502, f"The {name} service failed")
+    return response

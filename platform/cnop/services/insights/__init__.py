@@ -1,0 +1,1 @@
+"""insights: an LLM summary of the caller's portfolio, with a cache and an offline fallback."""

@@ -1,0 +1,90 @@
+"""The Gemini call, through the google-genai SDK, behind a circuit breaker and a deadline.
+
+Any failure (no key, open breaker, timeout, API error, empty answer) raises
+:class:`LLMUnavailable`; the caller answers from the rule-based fallback instead. The breaker
+means a dead or slow provider costs each request microseconds, not ``llm_timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from google import genai
+from google.genai import types
+
+from cnop.core.breaker import BreakerOpenError, BreakerPolicy, CircuitBreaker
+from cnop.core.logging import log_event
+from cnop.services.insights.settings import Settings
+from cnop.services.insights.summary import SYSTEM_INSTRUCTION
+
+UPSTREAM = "gemini"
+
+
+class LLMUnavailable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class GeminiSummarizer:
+    def __init__(self, settings: Settings) -> None:
+        self.model = settings.gemini_model
+        self._timeout = settings.llm_timeout_seconds
+        self._temperature = settings.llm_temperature
+        self.breaker = CircuitBreaker(UPSTREAM, BreakerPolicy(enabled=settings.llm_breaker_enabled))
+        self._client: genai.Client | None = None
+        if settings.gemini_api_key is not None:
+            self._client = genai.Client(
+                api_key=settings.gemini_api_key.get_secret_value(),
+                http_options=types.HttpOptions(
+                    base_url=settings.gemini_base_url,
+                    api_version=settings.gemini_api_version,
+                    # The SDK's own limit (ms) closes the socket; ours below bounds the call.
+                    timeout=int(self._timeout * 1000),
+                ),
+            )
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    async def summarize(self, prompt: str) -> str:
+        if self._client is None:
+            raise LLMUnavailable("no_api_key")
+        try:
+            self.breaker.before_call()
+        except BreakerOpenError as exc:
+            raise LLMUnavailable("circuit_open") from exc
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.aio.models.generate_content(
+                    model=self.model,
+                    contents=prompt,
+                    config=types.GenerateContentConfig(
+                        system_instruction=SYSTEM_INSTRUCTION,
+                        temperature=self._temperature,
+                    ),
+                )
+            text = (response.text or "").strip()
+            if not text:
+                raise LLMUnavailable("empty_answer")
+        except LLMUnavailable as exc:
+            self._failed(exc.reason)
+            raise
+        except TimeoutError as exc:
+            self._failed("timeout")
+            raise LLMUnavailable("timeout") from exc
+        except Exception as exc:  # SDK, transport or parsing: all mean "no summary now"
+            self._failed(type(exc).__name__)
+            raise LLMUnavailable("error") from exc
+        self.breaker.record(True)
+        return text
+
+    def _failed(self, reason: str) -> None:
+        self.breaker.record(False)
+        log_event("llm_call_failed", logging.WARNING, upstream=UPSTREAM, reason=reason)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aio.aclose()

@@ -1,0 +1,1 @@
+"""inventory: the asset catalogue and its prices (public, read-only)."""

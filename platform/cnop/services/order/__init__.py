@@ -1,0 +1,1 @@
+"""order service: market buys and sells, order history and per-asset trade history."""

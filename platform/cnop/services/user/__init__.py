@@ -1,0 +1,1 @@
+"""user service: accounts, credentials, the USD balance and its ledger, portfolio views."""

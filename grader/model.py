@@ -50,6 +50,9 @@ class LogsCheck(_Spec):
     count: int = 1
     # Optional order: the first matching event must come before the first event matching this.
     before: dict[str, Any] | None = None
+    # Where the `before` events are looked for (default: `service`), e.g. the gateway's breaker
+    # opening before the order service logs fault_cleared.
+    before_service: str | None = None
 
 
 class TrafficCheck(_Spec):
@@ -84,6 +87,9 @@ class InvariantCheck(_Spec):
     asset_id: str | None = None
     op: Comparison = "=="
     value: float | None = None
+    # Compare with a number only known after the run (a traffic generator's stat such as
+    # "orders.succeeded_keys"); the engine copies it into `value` before grading.
+    value_from: str | None = None
 
 
 CheckSpec = Annotated[
@@ -182,4 +188,7 @@ class RunResult(BaseModel):
     max_score: int
     passed: bool  # every required check passed (and steady state held)
     errors: list[str] = []  # method or rollback problems
+    # Per traffic generator: requests, by_status, availability, p50/p99 (ms), plus what the
+    # generators learned (e.g. "orders.succeeded_keys"); added by the scenario engine.
+    traffic: dict[str, Any] = {}
     mode: Literal["hardened", "weakened"] = "hardened"

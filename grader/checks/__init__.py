@@ -1,0 +1,1 @@
+"""Check evaluators, one module per check kind; :mod:`grader.evaluate` dispatches to them."""

@@ -1,0 +1,136 @@
+"""Traffic checks: what a traffic generator's clients saw, the user's view of a drill.
+
+A response belongs to a phase when its request was *sent* within the phase. Detection and
+recovery are measured to when the response *arrived* (send time + latency), since that is when a
+client could notice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from grader.checks.common import (
+    CheckEnv,
+    CheckError,
+    compare,
+    comparison_evidence,
+    phase_of,
+    plain,
+    window_evidence,
+)
+from grader.model import Observation, TrafficCheck
+from grader.prometheus import to_epoch
+
+RECOVERY_RUN = 3  # consecutive successes that count as recovered
+
+
+def nearest_rank(values: list[float], percentile: float) -> float | None:
+    """The nearest-rank percentile: the smallest value with at least p% of values at or below."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percentile / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def is_5xx(status: int) -> bool:
+    return 500 <= status <= 599
+
+
+def _ok(status: int) -> bool:
+    return 200 <= status <= 299
+
+
+def evaluate(spec: TrafficCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
+    ctx = env.ctx
+    if spec.generator not in ctx.traffic:
+        known = ", ".join(sorted(ctx.traffic)) or "none"
+        raise CheckError(f"no traffic recorded for generator {spec.generator!r} (known: {known})")
+    phase = phase_of(ctx, spec.window)
+    start, end = to_epoch(phase.start), to_epoch(phase.end)
+    everything = sorted(ctx.traffic[spec.generator], key=lambda o: o.t)
+    inside = [o for o in everything if start <= o.t <= end]
+    wanted = set(spec.statuses)
+    by_status = Counter(o.status for o in inside)
+    evidence: dict[str, Any] = {
+        "generator": spec.generator,
+        "metric": spec.metric,
+        "statuses": spec.statuses,
+        "window": window_evidence(phase),
+        "responses": len(inside),
+        "by_status": {str(k): v for k, v in sorted(by_status.items())},
+    }
+    observed: float | None
+    metric = spec.metric
+    if metric in ("share_status", "count_status"):
+        if not wanted:
+            raise CheckError(f"{metric} needs `statuses` (which responses to count)")
+        hits = sum(1 for o in inside if o.status in wanted)
+        evidence["matching"] = hits
+        if metric == "count_status":
+            observed = float(hits)
+        else:
+            observed = hits / len(inside) if inside else None
+    elif metric == "availability":
+        # Transport errors and client timeouts (status 0) are unavailability too.
+        good = sum(1 for o in inside if o.status != 0 and not is_5xx(o.status))
+        evidence["available"] = good
+        observed = good / len(inside) if inside else None
+    elif metric == "max_5xx":
+        observed = float(sum(1 for o in inside if is_5xx(o.status)))
+    elif metric == "p99_latency_ms":
+        chosen = [o for o in inside if not wanted or o.status in wanted]
+        evidence["measured"] = len(chosen)
+        p99 = nearest_rank([o.latency_s for o in chosen], 99)
+        observed = None if p99 is None else p99 * 1000
+        if chosen:
+            evidence["max_latency_ms"] = plain(max(o.latency_s for o in chosen) * 1000)
+    elif metric == "time_to_detect_s":
+        observed = _time_to_detect(inside, wanted, start, evidence)
+    elif metric == "time_to_recover_s":
+        observed = _time_to_recover(everything, wanted, end, evidence)
+    else:  # pragma: no cover - the model's Literal forbids it
+        raise CheckError(f"unknown traffic metric {metric!r}")
+    passed = compare(observed, spec.op, spec.value)
+    evidence.update(comparison_evidence(observed, spec.op, spec.value, passed))
+    return passed, evidence
+
+
+def _time_to_detect(
+    inside: list[Observation], wanted: set[int], start: float, evidence: dict[str, Any]
+) -> float | None:
+    """Seconds from the phase start until the first `statuses` response (any non-2xx when
+    `statuses` is empty) arrived."""
+    for o in inside:
+        if (o.status in wanted) if wanted else not _ok(o.status):
+            evidence["first_detected"] = {
+                "status": o.status,
+                "sent_after_s": plain(o.t - start),
+                "route": o.route,
+            }
+            return max(0.0, o.t + o.latency_s - start)
+    evidence["first_detected"] = None
+    return None
+
+
+def _time_to_recover(
+    everything: list[Observation], wanted: set[int], end: float, evidence: dict[str, Any]
+) -> float | None:
+    """Seconds from the phase end until the first of RECOVERY_RUN consecutive successes (2xx,
+    or `statuses` when given) arrived; responses sent after the phase end only."""
+    after = [o for o in everything if o.t >= end]
+    evidence["responses_after_phase"] = len(after)
+    run: list[Observation] = []
+    for o in after:
+        good = (o.status in wanted) if wanted else _ok(o.status)
+        run = [*run, o] if good else []
+        if len(run) == RECOVERY_RUN:
+            first = run[0]
+            evidence["recovered_with"] = [
+                {"status": r.status, "sent_after_s": plain(r.t - end)} for r in run
+            ]
+            return max(0.0, first.t + first.latency_s - end)
+    evidence["recovered_with"] = None
+    return None

@@ -1,0 +1,277 @@
+"""Graded reports from a :class:`RunResult`: result.json, report.html, report.md and junit.xml.
+
+``result.json`` is the source of truth; every other file can be rendered again from it
+(``lab report RUN_DIR``), so a template fix never needs a drill to be rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from grader import svg
+from grader.model import Chart, CheckResult, Phase, RunResult
+from grader.prometheus import to_epoch
+
+RESULT_FILE = "result.json"
+
+# Characters XML 1.0 cannot carry at all (log lines may contain them).
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _md_cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    return " ".join(text.split())
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("grader", "templates"),
+        # HTML is escaped; Markdown is not (its table cells go through the `cell` filter).
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["cell"] = _md_cell
+    return env
+
+
+def duration_text(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def evidence_text(evidence: dict[str, Any]) -> str:
+    return json.dumps(evidence, indent=2, ensure_ascii=False, default=str, sort_keys=False)
+
+
+def _origin(result: RunResult) -> float:
+    for phase in result.phases:
+        if phase.name == "drill":
+            return to_epoch(phase.start)
+    starts = [to_epoch(p.start) for p in result.phases]
+    return min(starts) if starts else to_epoch(result.started_at)
+
+
+def _chart_view(chart: Chart, phases: list[Phase], origin: float) -> dict[str, Any]:
+    stats = []
+    for name, points in chart.series.items():
+        if not points:
+            continue
+        values = [p.v for p in points]
+        stats.append(
+            {
+                "name": name,
+                "min": svg.fmt_number(min(values)),
+                "max": svg.fmt_number(max(values)),
+                "last": svg.fmt_number(points[-1].v),
+                "points": len(points),
+            }
+        )
+    return {
+        "title": chart.title,
+        "unit": chart.unit,
+        "svg": svg.line_chart(chart, phases, origin),
+        "legend": svg.legend(chart),
+        "stats": stats,
+        # Same order and colours as the bands in the SVG.
+        "shaded": [
+            {"name": p.name, "colour": svg.PHASE_COLOURS[i % len(svg.PHASE_COLOURS)]}
+            for i, p in enumerate(p for p in phases if p.name in chart.shaded)
+        ],
+    }
+
+
+def _check_view(check: CheckResult) -> dict[str, Any]:
+    comparison = check.evidence.get("comparison") if check.evidence else None
+    return {
+        "id": check.id,
+        "title": check.title,
+        "kind": check.kind,
+        "passed": check.passed,
+        "verdict": "PASS" if check.passed else "FAIL",
+        "points": check.points,
+        "max_points": check.max_points,
+        "required": check.required,
+        "guards": check.guards,
+        "hint": "" if check.passed else check.hint,
+        "error": check.error,
+        "comparison": comparison if isinstance(comparison, str) else None,
+        "evidence": evidence_text(check.evidence) if check.evidence else "",
+    }
+
+
+def _view(result: RunResult) -> dict[str, Any]:
+    origin = _origin(result)
+    phases = [
+        {
+            "name": p.name,
+            "start_s": f"{to_epoch(p.start) - origin:+.1f}",
+            "duration": duration_text(to_epoch(p.end) - to_epoch(p.start)),
+        }
+        for p in result.phases
+    ]
+    checks = [_check_view(c) for c in result.checks]
+    failed = [c for c in checks if not c["passed"]]
+    return {
+        "r": result,
+        "verdict": "PASS" if result.passed else "FAIL",
+        "started": _when(result.started_at),
+        "finished": _when(result.finished_at),
+        "duration": duration_text(result.duration_s),
+        "phases": phases,
+        "checks": checks,
+        "failed": failed,
+        "passed_count": len(checks) - len(failed),
+        "required_failed": [c for c in failed if c["required"]],
+        "charts": [_chart_view(c, result.phases, origin) for c in result.charts],
+        "params": {k: json.dumps(v, default=str) for k, v in sorted(result.params.items())},
+        "steady_state": {
+            k: v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+            for k, v in result.steady_state.items()
+        },
+    }
+
+
+def junit_xml(result: RunResult) -> str:
+    """One testsuite per run, one testcase per check; a failed check is a <failure>."""
+
+    def clean(text: Any) -> str:
+        return _XML_ILLEGAL.sub("\ufffd", str(text))
+
+    failures = sum(1 for c in result.checks if not c.passed)
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": clean(result.scenario),
+            "tests": str(len(result.checks)),
+            "failures": str(failures),
+            "errors": "0",
+            "skipped": "0",
+            "time": f"{result.duration_s:.3f}",
+            "timestamp": result.started_at.isoformat(),
+        },
+    )
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("title", result.title),
+        ("seed", result.seed),
+        ("runtime", result.runtime),
+        ("mode", result.mode),
+        ("score", f"{result.score}/{result.max_score}"),
+        ("verdict", "PASS" if result.passed else "FAIL"),
+    ):
+        ET.SubElement(properties, "property", {"name": name, "value": clean(value)})
+    for check in result.checks:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": clean(f"{result.scenario}.{check.kind}"),
+                "name": clean(f"{check.id}: {check.title}"),
+                "time": "0",
+            },
+        )
+        if not check.passed:
+            message = check.hint or check.error or "check failed"
+            body = []
+            if check.error:
+                body.append(f"error: {check.error}")
+            if check.evidence:
+                body.append(evidence_text(check.evidence))
+            failure = ET.SubElement(
+                case,
+                "failure",
+                {"message": clean(message), "type": "error" if check.error else "check_failed"},
+            )
+            failure.text = clean("\n".join(body))
+    if result.errors:
+        err = ET.SubElement(suite, "system-err")
+        err.text = clean("\n".join(result.errors))
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode")
+
+
+def _write(path: Path, text: str) -> None:
+    # Write then rename, so a reader never sees half a report.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def render_run(result: RunResult, out_dir: Path) -> None:
+    """Write result.json, report.html, report.md and junit.xml into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    view = _view(result)
+    _write(out_dir / RESULT_FILE, result.model_dump_json(indent=2))
+    _write(out_dir / "report.html", env.get_template("report.html.j2").render(**view))
+    _write(out_dir / "report.md", env.get_template("report.md.j2").render(**view))
+    _write(out_dir / "junit.xml", junit_xml(result))
+
+
+def load_result(path: Path | str) -> RunResult:
+    """A RunResult from a run folder or its result.json."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULT_FILE
+    return RunResult.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def render_index(results: list[tuple[Path, RunResult]], out_dir: Path) -> None:
+    """index.html and index.md for a drill of several scenarios; ``results`` pairs each run
+    folder with its result, and links are relative so the folder can be moved or archived."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for run_dir, result in results:
+        link = os.path.relpath(Path(run_dir) / "report.html", out_dir).replace(os.sep, "/")
+        rows.append(
+            {
+                "scenario": result.scenario,
+                "title": result.title,
+                "verdict": "PASS" if result.passed else "FAIL",
+                "passed": result.passed,
+                "score": result.score,
+                "max_score": result.max_score,
+                "duration": duration_text(result.duration_s),
+                "mode": result.mode,
+                "link": link,
+                "md_link": os.path.relpath(Path(run_dir) / "report.md", out_dir).replace(
+                    os.sep, "/"
+                ),
+            }
+        )
+    view = {
+        "rows": rows,
+        "passed": sum(1 for r in rows if r["passed"]),
+        "score": sum(r["score"] for r in rows),
+        "max_score": sum(r["max_score"] for r in rows),
+        "verdict": "PASS" if rows and all(r["passed"] for r in rows) else "FAIL",
+        "duration": duration_text(sum(r.duration_s for _, r in results)),
+        "generated": _when(max((r.finished_at for _, r in results), default=datetime.now())),
+    }
+    env = _environment()
+    _write(out_dir / "index.html", env.get_template("index.html.j2").render(**view))
+    _write(out_dir / "index.md", env.get_template("index.md.j2").render(**view))

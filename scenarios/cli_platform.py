@@ -1,0 +1,315 @@
+"""`lab up/down/status/logs/walkthrough`: start, inspect and try out a sandbox.
+
+Commands act on the sandbox in ``CNOP_LAB_HOME`` (default ``./.lab``); after `lab up` the runtime
+is recorded there, so the other commands need no ``--runtime``. User errors surface as
+:class:`RuntimeError_` and lab.py turns them into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scenarios.config import LabConfig
+from scenarios.runtime import RUNTIMES, current_runtime, get_runtime
+from scenarios.runtime.base import INFRA, SERVICES, Runtime, RuntimeError_
+
+console = Console()
+COMPONENTS = (*INFRA, *SERVICES)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)
+    app.command("logs")(logs)
+    app.command("walkthrough")(walkthrough)
+
+
+def _running(config: LabConfig) -> Runtime:
+    runtime = current_runtime(config)
+    if runtime is None or not runtime.is_up():
+        raise RuntimeError_(
+            f"the platform is not running (sandbox {config.home}); `lab up` starts it"
+        )
+    return runtime
+
+
+# ==================================================================== up / down / status
+def up(
+    runtime: Annotated[
+        str | None, typer.Option(help="auto, local or docker (default: CNOP_LAB_RUNTIME or auto)")
+    ] = None,
+    persist: Annotated[
+        bool, typer.Option(help="keep Redis and DynamoDB data across `lab down` / `lab up`")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds to wait until ready")] = 60.0,
+    port_offset: Annotated[
+        int | None, typer.Option(min=0, help="add N to every port (CNOP_LAB_PORT_OFFSET)")
+    ] = None,
+) -> None:
+    """Start the platform in the background and print its URLs."""
+    config = LabConfig()
+    if port_offset is not None:
+        config = config.model_copy(update={"port_offset": port_offset})
+    name = runtime or config.runtime
+    if name not in RUNTIMES:
+        raise RuntimeError_(f"unknown runtime {name!r}; one of: {', '.join(RUNTIMES)}")
+    existing = current_runtime(config)
+    if existing is not None and existing.is_up():
+        raise RuntimeError_(
+            f"the platform is already running ({existing.name} runtime, sandbox {config.home}); "
+            "`lab down` stops it"
+        )
+    chosen = get_runtime(name, config)
+    started = time.perf_counter()
+    with console.status(f"starting the platform ({chosen.name} runtime)..."):
+        endpoints = chosen.up(persist=persist, timeout=timeout)
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"[green]ready[/green] in {elapsed:.1f} s ({chosen.name} runtime"
+        f"{', persistent' if persist else ''}; sandbox {config.home})"
+    )
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("URL")
+    table.add_row("gateway (public API)", f"{endpoints.gateway}/api/v1")
+    table.add_row("prometheus", endpoints.prometheus)
+    table.add_row("redis", endpoints.redis)
+    for service, url in endpoints.services.items():
+        table.add_row(service, url)
+    console.print(table)
+    console.print("next: `lab walkthrough`, `lab status`, `lab logs gateway`; `lab down` stops it")
+
+
+def down() -> None:
+    """Stop every process or container of the sandbox."""
+    config = LabConfig()
+    runtime = current_runtime(config)
+    if runtime is None:
+        console.print(f"the platform is not running (sandbox {config.home})")
+        return
+    with console.status("stopping the platform..."):
+        runtime.down()
+    console.print(f"[green]stopped[/green] ({runtime.name} runtime; sandbox {config.home})")
+
+
+def status() -> None:
+    """Show every component: state, pid, readiness, URL. Exit 1 unless all are ready."""
+    config = LabConfig()
+    runtime = _running(config)
+    rows = runtime.status()
+    table = Table(title=f"{runtime.name} runtime, sandbox {config.home}", header_style="bold")
+    for column in ("component", "state", "pid", "ready", "url"):
+        table.add_column(column)
+    colours = {"running": "green", "paused": "yellow", "stopped": "red", "exited": "red"}
+    for row in rows:
+        colour = colours.get(row.state, "white")
+        ready = "-" if row.ready is None else ("yes" if row.ready else "[red]no[/red]")
+        table.add_row(
+            row.name,
+            f"[{colour}]{row.state}[/{colour}]",
+            str(row.pid or "-"),
+            ready,
+            row.url or "-",
+        )
+    console.print(table)
+    if not all(r.state == "running" and r.ready for r in rows):
+        raise typer.Exit(1)
+
+
+# ==================================================================== logs
+def parse_since(text: str) -> datetime:
+    """``90s``, ``5m``, ``2h``, ``1d`` ago, or an ISO timestamp (UTC unless it says otherwise)."""
+    match = _DURATION.match(text.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RuntimeError_(
+            f"--since {text!r}: give a duration like 30s, 5m, 2h, 1d or an ISO timestamp"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def logs(
+    component: Annotated[str, typer.Argument(help=f"one of: {', '.join(COMPONENTS)}")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    since: Annotated[str | None, typer.Option(help="e.g. 5m, 1h or an ISO timestamp")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="last N lines")] = 100,
+) -> None:
+    """Print a component's log (JSON lines for the six services)."""
+    if component not in COMPONENTS:
+        raise RuntimeError_(f"unknown component {component!r}; one of: {', '.join(COMPONENTS)}")
+    config = LabConfig()
+    runtime = current_runtime(config) or get_runtime("local", config)
+    start = parse_since(since) if since else None
+    out = sys.stdout
+    for line in deque(runtime.log_lines(component, start), maxlen=lines):
+        out.write(line + "\n")
+    out.flush()
+    if not follow:
+        return
+    log_path = getattr(runtime, "log_path", None)
+    if log_path is None:
+        raise RuntimeError_(f"--follow is not supported by the {runtime.name} runtime")
+    _follow(log_path(component))
+
+
+def _follow(path: Any) -> None:
+    """tail -f: print lines appended from now on until Ctrl-C (re-opens a rotated file)."""
+    handle = None
+    try:
+        while True:
+            if handle is None:
+                try:
+                    handle = path.open("r", encoding="utf-8", errors="replace")
+                    handle.seek(0, 2)
+                except FileNotFoundError:
+                    time.sleep(0.25)
+                    continue
+            line = handle.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                continue
+            try:
+                rotated = path.stat().st_ino != _inode(handle)
+            except FileNotFoundError:
+                rotated = True
+            if rotated:
+                handle.close()
+                handle = None
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _inode(handle: Any) -> int:
+    return os.fstat(handle.fileno()).st_ino
+
+
+# ==================================================================== walkthrough
+class _Step:
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def __call__(
+        self, title: str, method: str, path: str, expect: int, **kwargs: Any
+    ) -> dict[str, Any]:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RuntimeError_(f"{title}: {method} {path} failed: {exc}") from exc
+        ok = response.status_code == expect
+        mark = "[green]ok[/green]" if ok else "[red]FAILED[/red]"
+        console.print(f"{mark} {title}: {method} /api/v1{path} -> {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"raw": response.text[:300]}
+        if not ok:
+            detail = (
+                body.get("detail") or body.get("title") or body if isinstance(body, dict) else body
+            )
+            raise RuntimeError_(f"{title}: expected {expect}, got {response.status_code}: {detail}")
+        return body if isinstance(body, dict) else {"data": body}
+
+
+def walkthrough(
+    gateway: Annotated[
+        str | None, typer.Option(help="gateway base URL (default: the running sandbox's)")
+    ] = None,
+    asset: Annotated[str, typer.Option(help="asset to buy")] = "BTC",
+    spend: Annotated[str, typer.Option(help="USD to spend on it")] = "100",
+) -> None:
+    """Register, log in, deposit 1000 USD, buy ~100 USD of BTC and show the portfolio."""
+    base = gateway or _running(LabConfig()).endpoints().gateway
+    suffix = secrets.token_hex(4)
+    username = f"walk_{suffix}"
+    password = f"Walk-{suffix}9x"  # upper, lower, digit, symbol; 15 characters
+    try:
+        budget = Decimal(spend)
+    except InvalidOperation:
+        raise RuntimeError_(f"--spend {spend!r} is not a number") from None
+    console.rule(f"CNOP walkthrough via {base}")
+    with httpx.Client(base_url=f"{base.rstrip('/')}/api/v1", timeout=15.0) as client:
+        step = _Step(client)
+        step(
+            f"register {username}",
+            "POST",
+            "/auth/register",
+            201,
+            json={
+                "username": username,
+                "email": f"{username}@example.com",
+                "password": password,
+                "first_name": "Walk",
+                "last_name": "Through",
+            },
+        )
+        login = step(
+            "log in", "POST", "/auth/login", 200, json={"username": username, "password": password}
+        )
+        token = login.get("access_token")
+        if not token:
+            raise RuntimeError_("log in: the response carries no access_token")
+        client.headers["Authorization"] = f"Bearer {token}"
+        step("deposit 1000.00 USD", "POST", "/balance/deposit", 201, json={"amount": "1000.00"})
+        balance = step("balance", "GET", "/balance", 200)
+        console.print(f"   balance: {balance.get('current_balance')} USD")
+        detail = step(f"price of {asset}", "GET", f"/inventory/assets/{asset}", 200)
+        price = Decimal(str((detail.get("data") or {}).get("price_usd") or "0"))
+        if price <= 0:
+            raise RuntimeError_(f"{asset} has no price")
+        quantity = max(
+            (budget / price).quantize(Decimal("0.00000001"), rounding=ROUND_DOWN), Decimal("0.001")
+        )
+        console.print(f"   {asset} at {price} USD: buying {quantity} (~{budget} USD)")
+        order = step(
+            f"buy {quantity} {asset}",
+            "POST",
+            "/orders",
+            201,
+            json={"order_type": "market_buy", "asset_id": asset, "quantity": str(quantity)},
+            headers={"Idempotency-Key": f"walk-{suffix}"},
+        )
+        data = order.get("data") or {}
+        console.print(
+            f"   order {data.get('order_id')}: {data.get('status')}, "
+            f"total {data.get('total_amount')} USD"
+        )
+        portfolio = step("portfolio", "GET", "/portfolio", 200)
+    table = Table(title=f"portfolio of {username}", header_style="bold")
+    for column in ("asset", "quantity", "price", "value", "%"):
+        table.add_column(column, justify="right" if column != "asset" else "left")
+    for item in portfolio.get("assets", []):
+        table.add_row(
+            str(item.get("asset_id")),
+            str(item.get("quantity")),
+            str(item.get("current_price")),
+            str(item.get("market_value")),
+            str(item.get("percentage")),
+        )
+    table.add_row("USD", "", "", str(portfolio.get("usd_balance")), "")
+    table.add_row("[bold]total[/bold]", "", "", f"[bold]{portfolio.get('total_value')}[/bold]", "")
+    console.print(table)
+    console.print("[green]walkthrough complete[/green]")

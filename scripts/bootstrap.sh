@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh machine: system packages (only when missing), .venv, the project.
+# Safe to run again and again; a warm machine finishes in about a second.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python3}
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  # shellcheck disable=SC2207
+  packages=($(printf '%s\n' "${missing[@]}" | sort -u))
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "bootstrap: need root (or sudo) to install: ${packages[*]}" >&2
+      exit 1
+    }
+    sudo="sudo"
+  fi
+  echo "bootstrap: installing ${packages[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "bootstrap: Python >= 3.11 is required ($("$PYTHON" --version 2>&1) found)" >&2
+  exit 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+
+# Reinstall only when pyproject.toml changed (or the install is incomplete).
+stamp=.venv/.cnop-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/lab ] || [ ! -x .venv/bin/pytest ]; then
+  echo "bootstrap: installing the project into .venv"
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+echo "bootstrap: ready (.venv/bin/lab)"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Bootstrap, then the test suite (unit, API and end-to-end). Arguments go to pytest as they are,
+# e.g. scripts/test.sh tests/unit -x. Docker-marked tests run only with CNOP_DOCKER_TESTS=1.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/bootstrap.sh
+marker=()
+if [ "${CNOP_DOCKER_TESTS:-0}" != "1" ]; then
+  marker=(-m "not docker")  # a -m given in the arguments comes later and wins
+fi
+exec .venv/bin/pytest "${marker[@]}" "$@"

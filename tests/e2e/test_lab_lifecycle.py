@@ -1,0 +1,311 @@
+"""The `lab` command as a learner uses it: up, status, logs, Prometheus, down, persistence.
+
+Runs the installed console script in a temporary sandbox (CNOP_LAB_HOME) on shifted ports, so a
+sandbox already running on this machine (or the e2e session sandbox) is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+
+from scenarios.config import LabConfig
+from scenarios.runtime.base import INFRA, SERVICES, ComponentStatus
+from scenarios.runtime.local import LocalRuntime
+
+pytestmark = pytest.mark.e2e
+
+LAB = str(Path(sys.executable).parent / "lab")
+READY_BUDGET_SECONDS = 15.0
+COMPONENTS = (*INFRA, *SERVICES)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_offset(start: int) -> int:
+    """A port offset at which every port of a sandbox is free."""
+    base = LabConfig(home=Path("/nonexistent"), port_offset=0)
+    ports = [*base.ports().values(), *base.metrics_ports().values()]
+    for offset in range(start, start + 5000, 97):
+        if max(ports) + offset < 65000 and all(_free(p + offset) for p in ports):
+            return offset
+    raise RuntimeError("no free port range")
+
+
+@dataclass
+class Box:
+    home: Path
+    env: dict[str, str]
+    offset: int
+    startup: float = 0.0
+
+    def lab(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LAB, *args],
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{8080 + self.offset}"
+
+    @property
+    def prometheus(self) -> str:
+        return f"http://127.0.0.1:{9090 + self.offset}"
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.home / "state.json").read_text())
+
+
+def make_box(tmp_path_factory: pytest.TempPathFactory, name: str, start: int) -> Box:
+    home = tmp_path_factory.mktemp(name)
+    offset = free_offset(start)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNOP_")}
+    env.update({"CNOP_LAB_HOME": str(home), "CNOP_LAB_PORT_OFFSET": str(offset)})
+    return Box(home=home, env=env, offset=offset)
+
+
+def up(box: Box, *extra: str) -> float:
+    started = time.perf_counter()
+    done = box.lab("up", "--runtime", "local", *extra)
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, f"lab up failed:\n{done.stdout}\n{done.stderr}"
+    return elapsed
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] in ("Z", "X")  # a zombie waiting for init is no longer running
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    sandbox = make_box(tmp_path_factory, "lifecycle", 31000)
+    sandbox.startup = up(sandbox)
+    try:
+        yield sandbox
+    finally:
+        sandbox.lab("down")
+
+
+def test_up_is_ready_within_budget(box: Box) -> None:
+    elapsed = box.startup
+    phases = box.state().get("startup_seconds")
+    print(f"\nlab up: ready in {elapsed:.2f} s (runtime phases: {phases})")
+    assert elapsed < READY_BUDGET_SECONDS
+    health = httpx.get(f"{box.gateway}/health", timeout=5)
+    assert health.status_code == 200
+
+
+def test_status_shows_everything_running(box: Box) -> None:
+    done = box.lab("status", env={**box.env, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[1]: line for line in done.stdout.splitlines() if line.count("│") > 2}
+    for name in COMPONENTS:
+        assert "running" in rows[name], done.stdout
+        assert "yes" in rows[name], done.stdout
+
+
+def test_second_up_is_refused_in_one_line(box: Box) -> None:
+    done = box.lab("up", "--runtime", "local")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "already running" in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_logs_are_json_lines(box: Box) -> None:
+    done = box.lab("logs", "gateway", "--lines", "5")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert 1 <= len(lines) <= 5
+    for line in lines:
+        event = json.loads(line)
+        assert event["service"] == "gateway"
+        assert {"timestamp", "level", "event"} <= set(event)
+    unknown = box.lab("logs", "nope")
+    assert unknown.returncode != 0 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_prometheus_scrapes_every_job(box: Box) -> None:
+    wanted = {*SERVICES, "prometheus"}
+    deadline = time.monotonic() + 20
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{box.prometheus}/api/v1/query", params={"query": "up"}, timeout=5)
+        assert answer.status_code == 200
+        seen = {r["metric"]["job"]: r["value"][1] for r in answer.json()["data"]["result"]}
+        if set(seen) >= wanted and all(seen[j] == "1" for j in wanted):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"not every job is up: {seen}")
+
+
+def test_runtime_operations(box: Box) -> None:
+    """What drills do through the runtime: kill/start, pause/resume, flags, reconfigure."""
+    runtime = LocalRuntime(LabConfig(home=box.home, port_offset=box.offset))
+
+    def states() -> dict[str, ComponentStatus]:
+        return {c.name: c for c in runtime.status()}
+
+    old_pid = states()["order"].pid
+    runtime.kill("order")
+    assert states()["order"].state == "stopped"
+    assert process_gone(old_pid)
+    runtime.start("order")
+    order = states()["order"]
+    assert order.state == "running" and order.ready and order.pid != old_pid
+
+    runtime.pause("inventory")
+    assert states()["inventory"].state == "paused"
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(f"{runtime.endpoints().services['inventory']}/health", timeout=0.5)
+    runtime.resume("inventory")
+    assert httpx.get(f"{runtime.endpoints().services['inventory']}/health").status_code == 200
+
+    runtime.set_fault("inventory", "latency", {"ms": 50}, ttl_seconds=30)
+    redis = Redis.from_url(runtime.endpoints().redis, decode_responses=True)
+    try:
+        assert json.loads(redis.get("cnop:fault:inventory:latency")) == {"ms": 50}
+        assert 0 < redis.ttl("cnop:fault:inventory:latency") <= 30
+        assert runtime.clear_faults("order") == 0
+        assert runtime.clear_faults() == 1
+        redis.set("cnop:revoked:some-jti", "1", ex=60)
+        redis.set("cnop:test:counter", "1", ex=60)
+        assert runtime.clear_state_keys() >= 1
+        assert redis.get("cnop:test:counter") is None
+        assert redis.get("cnop:revoked:some-jti") == "1"
+    finally:
+        redis.close()
+
+    runtime.reconfigure("auth", {"CNOP_LOG_LEVEL": "WARNING"})
+    auth = states()["auth"]
+    assert auth.ready
+    environ = Path(f"/proc/{auth.pid}/environ").read_bytes().split(b"\0")
+    assert b"CNOP_LOG_LEVEL=WARNING" in environ
+    assert box.state()["overrides"] == {"auth": {"CNOP_LOG_LEVEL": "WARNING"}}
+    runtime.reconfigure("auth", None)
+    assert box.state()["overrides"] == {}
+    assert states()["auth"].ready
+
+    # DynamoDB keeps its data through an outage, as the real one does.
+    username, password = _register_and_login(box.gateway)
+    runtime.kill("dynamodb")
+    runtime.start("dynamodb")
+    assert _login(box.gateway, username, password) == 200
+
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    events = list(runtime.log_events("order", since))
+    assert any(e.get("event") == "service_started" for e in events)
+
+
+def test_down_leaves_no_process(box: Box) -> None:
+    pids = [c["pid"] for c in box.state()["components"].values()]
+    assert len(pids) == len(COMPONENTS)
+    done = box.lab("down")
+    assert done.returncode == 0, done.stderr
+    assert [p for p in pids if not process_gone(p)] == []
+    assert not (box.home / "state.json").exists()
+    again = box.lab("down")  # idempotent
+    assert again.returncode == 0
+
+
+def test_missing_redis_binary_is_one_line(tmp_path_factory: pytest.TempPathFactory) -> None:
+    sandbox = make_box(tmp_path_factory, "nobinary", 33000)
+    bindir = sandbox.home / "bin"
+    bindir.mkdir()
+    prometheus = shutil.which("prometheus")  # everything but redis-server
+    if prometheus:
+        (bindir / "prometheus").symlink_to(prometheus)
+    done = sandbox.lab("up", "--runtime", "local", env={**sandbox.env, "PATH": str(bindir)})
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "redis-server" in lines[0]
+    assert "apt-get install -y redis-server" in lines[0]
+    assert not (sandbox.home / "state.json").exists()
+
+
+def _register_and_login(gateway: str) -> tuple[str, str]:
+    suffix = secrets.token_hex(4)
+    username, password = f"persist_{suffix}", f"Persist-{suffix}1"
+    body = {
+        "username": username,
+        "email": f"{username}@example.com",
+        "password": password,
+        "first_name": "Per",
+        "last_name": "Sist",
+    }
+    created = httpx.post(f"{gateway}/api/v1/auth/register", json=body, timeout=10)
+    assert created.status_code == 201, created.text
+    assert _login(gateway, username, password) == 200
+    return username, password
+
+
+def _login(gateway: str, username: str, password: str) -> int:
+    answer = httpx.post(
+        f"{gateway}/api/v1/auth/login",
+        json={"username": username, "password": password},
+        timeout=10,
+    )
+    return answer.status_code
+
+
+def test_persist_round_trip(tmp_path_factory: pytest.TempPathFactory) -> None:
+    sandbox = make_box(tmp_path_factory, "persist", 35000)
+    try:
+        redis_url = f"redis://127.0.0.1:{6380 + sandbox.offset}/0"
+        up(sandbox, "--persist")
+        username, password = _register_and_login(sandbox.gateway)
+        with Redis.from_url(redis_url) as redis:
+            redis.set("cnop:test:persisted", "yes")
+        assert sandbox.lab("down").returncode == 0
+        assert (sandbox.home / "data" / "dynamodb.json").exists()
+
+        up(sandbox, "--persist")
+        assert sandbox.state()["restored_items"] > 0
+        assert _login(sandbox.gateway, username, password) == 200
+        with Redis.from_url(redis_url) as redis:
+            assert redis.get("cnop:test:persisted") == b"yes"
+        assert sandbox.lab("down").returncode == 0
+
+        up(sandbox)  # without --persist: a fresh, empty platform
+        assert _login(sandbox.gateway, username, password) == 401
+        assert not (sandbox.home / "data" / "dynamodb.json").exists()
+        with Redis.from_url(redis_url) as redis:
+            assert redis.get("cnop:test:persisted") is None
+    finally:
+        sandbox.lab("down")

@@ -103,18 +103,23 @@ def _classify(exc: TransactWriteError, labels: list[str]) -> str:
     raise exc
 
 
-async def _precheck_without_conditions(
-    ctx: ServiceContext, tables: Tables, request: OrderRequest, username: str, total: Decimal
-) -> None:
-    """The weakened lab mode's check-then-write: correct alone, racy under concurrency."""
+async def _read_funds(
+    ctx: ServiceContext, tables: Tables, request: OrderRequest, username: str
+) -> Decimal | None:
+    """The weakened lab mode reads first and decides later, after the price lookup, as naive
+    check-then-write code does: that gap is where a paused or slow request lets another one
+    spend the same money. (The hardened mode decides inside the transaction instead.)"""
     if request.order_type == "market_buy":
-        balance = await ctx.db(store.read_balance, tables, username)
-        if balance is None or balance < total:
+        return await ctx.db(store.read_balance, tables, username)
+    return await ctx.db(store.read_holding, tables, username, request.asset_id)
+
+
+def _check_funds(request: OrderRequest, funds: Decimal | None, total: Decimal) -> None:
+    if request.order_type == "market_buy":
+        if funds is None or funds < total:
             raise _reject(request, "insufficient_funds", INSUFFICIENT_FUNDS)
-    else:
-        held = await ctx.db(store.read_holding, tables, username, request.asset_id)
-        if held < request.quantity:
-            raise _reject(request, "insufficient_holdings", INSUFFICIENT_HOLDINGS)
+    elif funds is None or funds < request.quantity:
+        raise _reject(request, "insufficient_holdings", INSUFFICIENT_HOLDINGS)
 
 
 def _new_trade(
@@ -185,6 +190,8 @@ async def _execute(
     request: OrderRequest,
     idem: store.IdempotencyRecord | None,
 ) -> OrderResult:
+    conditional = settings.order_conditional_writes
+    funds = None if conditional else await _read_funds(ctx, tables, request, username)
     quote = await fetch_quote(ctx, settings.inventory_url, request.asset_id)
     if not quote.is_active:
         raise _reject(request, "asset_inactive", f"Asset {request.asset_id} is not tradable")
@@ -202,11 +209,12 @@ async def _execute(
             f"{usd_str(settings.max_order_value)} USD",
             total=usd_str(total),
         )
-    conditional = settings.order_conditional_writes
     labels = store.trade_item_labels(idem is not None)
     for attempt in range(settings.transaction_retries + 1):
         if not conditional:
-            await _precheck_without_conditions(ctx, tables, request, username, total)
+            if attempt > 0:
+                funds = await _read_funds(ctx, tables, request, username)
+            _check_funds(request, funds, total)
         trade, body = _new_trade(request, username, price, total)
         try:
             await ctx.db(

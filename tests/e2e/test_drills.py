@@ -1,0 +1,103 @@
+"""Every drill against a real platform: hardened, all required checks pass; weakened the way
+its ``weaken`` says, every check that guards the protection fails (what `lab selftest` does).
+
+One sandbox for the module, started through the runtime API in a temporary CNOP_LAB_HOME on
+shifted ports, so neither a learner's sandbox nor the e2e session sandbox is touched (drills
+kill, pause and reconfigure services).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scenarios.config import LabConfig
+from scenarios.engine import EngineError, run_scenario, run_selftest
+from scenarios.runtime.local import LocalRuntime
+from scenarios.schema import available, load_scenario
+
+pytestmark = pytest.mark.e2e
+
+DRILL_BUDGET_SECONDS = 240.0  # the whole `lab drill` on a 2-core machine
+SCENARIOS = sorted(available())
+durations: dict[str, float] = {}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_offset(start: int) -> int:
+    base = LabConfig(home=Path("/nonexistent"), port_offset=0)
+    ports = [*base.ports().values(), *base.metrics_ports().values()]
+    for offset in range(start, start + 8000, 113):
+        if max(ports) + offset < 65000 and all(_free(p + offset) for p in ports):
+            return offset
+    raise RuntimeError("no free port range for the drill sandbox")
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    home = tmp_path_factory.mktemp("drill-lab")
+    config = LabConfig(home=home, port_offset=_free_offset(26000))
+    rt = LocalRuntime(config)
+    rt.up(timeout=120)
+    try:
+        yield rt
+    finally:
+        rt.down()
+        if durations:
+            total = sum(durations.values())
+            lines = "\n".join(f"  {name:20s} {secs:6.1f} s" for name, secs in durations.items())
+            print(f"\nhardened drill durations:\n{lines}\n  {'total':20s} {total:6.1f} s")
+
+
+def test_a_stopped_platform_is_one_clear_error(tmp_path: Path) -> None:
+    config = LabConfig(home=tmp_path / "nothing", port_offset=_free_offset(30000))
+    scenario = load_scenario(available()["token-attacks"])
+    with pytest.raises(EngineError, match=r"run `lab up` first"):
+        run_scenario(scenario, LocalRuntime(config), seed=1)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_drill_hardened_passes_and_weakened_fails(
+    name: str, runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    scenario = load_scenario(available()[name])
+    started = time.monotonic()
+    outcome = run_selftest(scenario, runtime, seed=1234, out_dir=tmp_path, progress=print)
+    assert outcome.hardened is not None
+    durations[name] = outcome.hardened.duration_s
+    elapsed = time.monotonic() - started
+    print(f"{name}: hardened {durations[name]:.1f} s, selftest {elapsed:.1f} s")
+
+    hardened = outcome.hardened
+    failed = {
+        c.id: (c.error or c.evidence.get("comparison")) for c in hardened.checks if not c.passed
+    }
+    assert hardened.passed, f"hardened {name}: failed {failed}, errors {hardened.errors}"
+    assert (tmp_path / f"{name}-hardened" / "report.html").exists()
+    assert hardened.steady_state["before"]["held"] and hardened.steady_state["after"]["held"]
+
+    weakened = outcome.weakened
+    assert weakened is not None and weakened.mode == "weakened"
+    assert (tmp_path / f"{name}-weakened" / "result.json").exists()
+    survivors = [c.id for c in weakened.checks if c.guards and c.passed]
+    assert not survivors, f"weakened {name}: guarded checks still passed: {survivors}"
+    assert outcome.ok, outcome.problems
+
+
+def test_the_whole_drill_fits_the_budget(runtime: LocalRuntime) -> None:
+    if len(durations) < len(SCENARIOS):
+        pytest.skip("not every drill ran in this session")
+    total = sum(durations.values())
+    assert total < DRILL_BUDGET_SECONDS, f"lab drill would take {total:.0f} s: {durations}"

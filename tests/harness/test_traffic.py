@@ -1,0 +1,241 @@
+"""Traffic records and their maths, and the generators against a small stand-in gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import jwt
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from grader.model import Account, Observation
+from scenarios.traffic import (
+    LoginBruteforceParams,
+    LoginSprayParams,
+    OrderRaceParams,
+    Recorder,
+    TrafficContext,
+    TrafficError,
+    forge_tokens,
+    paced,
+    percentile,
+    quantity_for,
+    run_login_bruteforce,
+    run_login_spray,
+    run_order_race,
+    summarize,
+    wrong_password,
+)
+
+
+def obs(status: int, latency_s: float = 0.01, t: float = 0.0) -> Observation:
+    return Observation(generator="g", t=t, status=status, latency_s=latency_s)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([], 99) is None
+    assert percentile([5.0], 99) == 5.0
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+
+
+def test_summarize_counts_transport_errors_as_unavailable() -> None:
+    summary = summarize([obs(200, 0.010), obs(503, 0.002), obs(0, 1.0), obs(429, 0.004)])
+    assert summary["requests"] == 4
+    assert summary["by_status"] == {"0": 1, "200": 1, "429": 1, "503": 1}
+    assert summary["availability"] == 0.5
+    assert summary["p99_ms"] == pytest.approx(1000.0)
+    assert summarize([])["availability"] is None
+
+
+def test_recorder_aliases_are_copies_with_their_own_name() -> None:
+    recorder = Recorder()
+    recorder.add(obs(200), "g.assets")
+    recorder.ensure("g.empty")
+    assert [o.generator for o in recorder.observations["g"]] == ["g"]
+    assert [o.generator for o in recorder.observations["g.assets"]] == ["g.assets"]
+    assert recorder.observations["g.empty"] == []
+
+
+def test_wrong_passwords_pass_the_format_rules() -> None:
+    for i in (0, 7, 99999):
+        password = wrong_password(i)
+        assert 12 <= len(password) <= 20
+        assert any(c.isupper() for c in password) and any(c.islower() for c in password)
+        assert any(c.isdigit() for c in password) and any(c in "!@#$%^&*()-_=+" for c in password)
+
+
+def test_quantity_for_rounds_down_to_eight_decimals() -> None:
+    qty = quantity_for(100, Decimal("2650.00"))
+    assert qty == Decimal("0.03773584")
+    assert qty * Decimal("2650.00") <= 100
+    with pytest.raises(TrafficError, match="minimum quantity"):
+        quantity_for(1, Decimal("50000"))
+
+
+def test_forged_tokens_never_carry_a_valid_signature() -> None:
+    secret = "s" * 40
+    real = jwt.encode(
+        {"sub": "alice", "role": "user", "exp": int(time.time()) + 600, "jti": "a"},
+        secret,
+        algorithm="HS256",
+    )
+    tokens = forge_tokens(real, "revoked-token", random.Random(1))
+    assert tokens["missing"] is None and tokens["revoked"] == "revoked-token"
+    for name in ("forged", "tampered", "expired", "alg_none", "garbage"):
+        with pytest.raises(jwt.PyJWTError):
+            jwt.decode(tokens[name], secret, algorithms=["HS256"])
+    assert jwt.get_unverified_header(tokens["alg_none"])["alg"] == "none"
+    assert jwt.decode(tokens["tampered"], options={"verify_signature": False})["sub"] == "admin"
+    expired = jwt.decode(tokens["expired"], options={"verify_signature": False})
+    assert expired["exp"] < time.time()
+
+
+async def test_paced_is_bounded_by_count_and_time() -> None:
+    started: list[int] = []
+
+    async def make(i: int) -> None:
+        started.append(i)
+
+    await paced(100, None, 7, make)
+    assert started == list(range(7))
+    started.clear()
+    t0 = time.monotonic()
+    await paced(20, 0.3, None, make)
+    assert time.monotonic() - t0 < 1.0
+    assert 5 <= len(started) <= 8
+    with pytest.raises(TrafficError):
+        await paced(1, None, None, make)
+
+
+async def test_paced_limits_requests_in_flight() -> None:
+    in_flight, peak = 0, 0
+
+    async def make(i: int) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+
+    await paced(200, None, 10, make, max_in_flight=2)
+    assert peak == 2
+
+
+# --- generators against a stand-in gateway (real HTTP over loopback) -------------------------
+
+
+def stand_in() -> FastAPI:
+    """Blocks an IP after 5 failed logins, as the contract says; prices ETH at 2650."""
+    app = FastAPI()
+    failures: dict[str, int] = {}
+    seen_ips: set[str] = set()
+    app.state.seen_ips = seen_ips
+    app.state.orders = 0
+
+    @app.post("/api/v1/auth/login")
+    async def login(request: Request) -> JSONResponse:
+        ip = request.client.host if request.client else "?"
+        seen_ips.add(ip)
+        if failures.get(ip, 0) >= 5:
+            return JSONResponse({"title": "blocked"}, status_code=403)
+        failures[ip] = failures.get(ip, 0) + 1
+        return JSONResponse({"title": "bad credentials"}, status_code=401)
+
+    @app.get("/api/v1/inventory/assets/{asset_id}")
+    async def asset(asset_id: str) -> dict:
+        return {"data": {"asset_id": asset_id, "price_usd": "2650.00"}}
+
+    @app.post("/api/v1/orders")
+    async def order(request: Request) -> JSONResponse:
+        body = await request.json()
+        app.state.orders += 1
+        status = 201 if app.state.orders <= 3 else 422
+        return JSONResponse({"quantity": body["quantity"]}, status_code=status)
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[tuple[str, FastAPI]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = stand_in()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def context(url: str) -> TrafficContext:
+    return TrafficContext(
+        gateway_url=url,
+        accounts={"victim": Account(username="victim_1", password="x", token="t")},
+        rng=random.Random(1),
+        recorder=Recorder(),
+        nonce="abc",
+    )
+
+
+async def test_bruteforce_records_every_answer(gateway: tuple[str, FastAPI]) -> None:
+    url, _ = gateway
+    ctx = context(url)
+    params = LoginBruteforceParams(account="victim", attempts=9, rate=50, source_ip="127.0.0.41")
+    await run_login_bruteforce(ctx, "brute", params, None)
+    await ctx.aclose()
+    statuses = [o.status for o in ctx.recorder.observations["brute"]]
+    # One guess at a time: exactly five reach the password check, then the block holds.
+    assert statuses == [401] * 5 + [403] * 4
+    assert all(o.route == "login" and o.latency_s > 0 for o in ctx.recorder.observations["brute"])
+
+
+async def test_spray_comes_from_distinct_loopback_addresses(gateway: tuple[str, FastAPI]) -> None:
+    url, app = gateway
+    ctx = context(url)
+    params = LoginSprayParams(account="victim", ips=4, attempts_per_ip=2, rate=100, subnet=9)
+    await run_login_spray(ctx, "spray", params, None)
+    await ctx.aclose()
+    assert len(ctx.recorder.observations["spray"]) == 8
+    assert {f"127.0.9.{i}" for i in range(1, 5)} <= app.state.seen_ips
+
+
+async def test_order_race_sizes_orders_from_the_price(gateway: tuple[str, FastAPI]) -> None:
+    url, _ = gateway
+    ctx = context(url)
+    params = OrderRaceParams(account="victim", asset_id="ETH", concurrency=6, amount_usd=100)
+    await run_order_race(ctx, "race", params, None)
+    await ctx.aclose()
+    statuses = sorted(o.status for o in ctx.recorder.observations["race"])
+    assert statuses == [201] * 3 + [422] * 3
+    assert ctx.recorder.stats["race.quantity"] == "0.03773584"
+
+
+async def test_unreachable_gateway_is_status_zero() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens
+    ctx = context(f"http://127.0.0.1:{port}")
+    params = LoginBruteforceParams(account="victim", attempts=2, rate=50)
+    await run_login_bruteforce(ctx, "brute", params, None)
+    await ctx.aclose()
+    assert [o.status for o in ctx.recorder.observations["brute"]] == [0, 0]
+    assert all(o.error for o in ctx.recorder.observations["brute"])

@@ -39,6 +39,7 @@ from scenarios.traffic import (
     Recorder,
     TrafficContext,
     TrafficError,
+    source_client,
     summarize,
 )
 
@@ -281,10 +282,7 @@ async def run_method(run: _Run, tctx: TrafficContext) -> None:
 
 async def _prepare_and_run(run: _Run, endpoints_gateway: str, prom: Prometheus) -> None:
     rng = random.Random(run.seed)
-    transport = httpx.AsyncHTTPTransport(local_address=SETUP_IP, retries=0)
-    async with httpx.AsyncClient(
-        base_url=endpoints_gateway, transport=transport, timeout=15.0
-    ) as client:
+    async with source_client(endpoints_gateway, SETUP_IP, 15.0) as client:
         await create_accounts(run, client, rng)
         run.steady["before"] = await check_steady_state(run, client, prom)
         if not run.steady["before"]["held"]:
@@ -318,8 +316,7 @@ def _recorded_names(step: TrafficStep) -> list[str]:
 
 
 async def _steady_after(run: _Run, gateway: str, prom: Prometheus) -> dict[str, Any]:
-    transport = httpx.AsyncHTTPTransport(local_address=SETUP_IP, retries=0)
-    async with httpx.AsyncClient(base_url=gateway, transport=transport, timeout=15.0) as client:
+    async with source_client(gateway, SETUP_IP, 15.0) as client:
         return await check_steady_state(run, client, prom)
 
 

@@ -223,6 +223,30 @@ def summarize(observations: list[Observation]) -> dict[str, Any]:
 # --- the context generators run in ---------------------------------------------------------------
 
 
+def source_client(
+    base_url: str,
+    source_ip: str | None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    *,
+    limits: httpx.Limits | None = None,
+) -> httpx.AsyncClient:
+    """A client that plays one client IP: it sends from that loopback address and also names
+    it in X-Forwarded-For. The local gateway reads the socket peer and ignores the header (no
+    trusted proxies); behind Docker's port proxy every peer is the host, so the Docker runtime
+    makes the gateway trust the host for X-Forwarded-For, and the header carries the identity.
+    """
+    transport = httpx.AsyncHTTPTransport(
+        local_address=source_ip, retries=0, limits=limits or httpx.Limits()
+    )
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=transport,
+        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)),
+        follow_redirects=False,
+        headers={"X-Forwarded-For": source_ip} if source_ip else None,
+    )
+
+
 @dataclass
 class TrafficContext:
     gateway_url: str
@@ -235,16 +259,11 @@ class TrafficContext:
     def client(
         self, source_ip: str | None, timeout_s: float = DEFAULT_TIMEOUT_S
     ) -> httpx.AsyncClient:
-        transport = httpx.AsyncHTTPTransport(
-            local_address=source_ip,
-            retries=0,
+        client = source_client(
+            self.gateway_url,
+            source_ip,
+            timeout_s,
             limits=httpx.Limits(max_connections=MAX_IN_FLIGHT * 2, max_keepalive_connections=16),
-        )
-        client = httpx.AsyncClient(
-            base_url=self.gateway_url,
-            transport=transport,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)),
-            follow_redirects=False,
         )
         self.clients.append(client)
         return client

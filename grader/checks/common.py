@@ -65,7 +65,7 @@ def plain(value: Any) -> Any:
             return str(value)
         if value == int(value) and abs(value) < 1e15:
             return int(value)
-        return float(f"{value:.6g}")
+        return float(f"{value:.4g}")  # 7.182 ms, 0.2948 s: what a student needs
     if isinstance(value, datetime):
         return value.isoformat()
     return value

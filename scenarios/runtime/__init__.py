@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import json
 import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
 from scenarios.runtime.base import Runtime, RuntimeError_
+from scenarios.runtime.sandbox import read_state
 
 if TYPE_CHECKING:
     from scenarios.config import LabConfig
@@ -38,13 +38,10 @@ def get_runtime(name: str, config: LabConfig) -> Runtime:
 
 def current_runtime(config: LabConfig) -> Runtime | None:
     """The runtime of the sandbox recorded in ``state.json``, or None when nothing was started."""
-    try:
-        state = json.loads(config.state_file.read_text())
-    except FileNotFoundError:
+    state = read_state(config.state_file)
+    if state is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise RuntimeError_(f"{config.state_file} is unreadable ({exc}); remove it") from exc
-    name = state.get("runtime") if isinstance(state, dict) else None
+    name = state.get("runtime")
     if name not in ("local", "docker"):
         raise RuntimeError_(f"{config.state_file} names no known runtime; remove it")
     return get_runtime(name, config)

@@ -14,13 +14,11 @@ from ``images.env`` when ``lab images --offline`` wrote one, else from the compo
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -42,6 +40,7 @@ from scenarios.runtime.base import (
     Runtime,
     RuntimeError_,
 )
+from scenarios.runtime.sandbox import SandboxLock, read_state
 
 COMPONENTS = (*INFRA, *SERVICES)
 STATE_VERSION = 1
@@ -98,9 +97,7 @@ class DockerRuntime(Runtime):
         self._project_override = project
         self._images_env_override = images_env
         self._checked = False
-        self._rlock = threading.RLock()
-        self._lock_depth = 0
-        self._lock_file: Any = None
+        self._lock = SandboxLock(self.config.home)
 
     # ================================================================ discovery
     @classmethod
@@ -667,34 +664,11 @@ class DockerRuntime(Runtime):
             raise RuntimeError_(f"unexpected reply from Redis: {reply[:200]}") from None
 
     # ================================================================ internals: state
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer per sandbox (same lock file as the local runtime)."""
-        with self._rlock:
-            if self._lock_depth == 0:
-                self.config.home.mkdir(parents=True, exist_ok=True)
-                self._lock_file = (self.config.home / ".lock").open("a")
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-                if self._lock_depth == 0:
-                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-                    self._lock_file.close()
-                    self._lock_file = None
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return self._lock.hold()
 
     def _read_state(self) -> dict[str, Any] | None:
-        try:
-            state = json.loads(self.config.state_file.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise RuntimeError_(
-                f"{self.config.state_file} is unreadable ({exc}); remove it"
-            ) from exc
-        return state if isinstance(state, dict) else None
+        return read_state(self.config.state_file)
 
     def _state(self) -> dict[str, Any] | None:
         state = self._read_state()

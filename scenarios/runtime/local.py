@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -24,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -46,6 +44,7 @@ from scenarios.runtime.base import (
     RuntimeError_,
 )
 from scenarios.runtime.promconfig import RULES, local_jobs, render_prometheus_config
+from scenarios.runtime.sandbox import SandboxLock, read_state
 
 COMPONENTS = (*INFRA, *SERVICES)
 STATE_VERSION = 1
@@ -71,9 +70,7 @@ class LocalRuntime(Runtime):
     def __init__(self, config: LabConfig | None = None) -> None:
         self.config = config or LabConfig()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._rlock = threading.RLock()
-        self._lock_depth = 0
-        self._lock_file: Any = None
+        self._lock = SandboxLock(self.config.home)
 
     # ================================================================ lifecycle
     def up(self, *, persist: bool = False, timeout: float = 60.0) -> Endpoints:
@@ -311,33 +308,13 @@ class LocalRuntime(Runtime):
         return self.config.log_file(name)
 
     # ================================================================ internals: state
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer per sandbox: threads of this process and other `lab` processes alike."""
-        with self._rlock:
-            if self._lock_depth == 0:
-                self.config.home.mkdir(parents=True, exist_ok=True)
-                self._lock_file = (self.config.home / ".lock").open("a")
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-                if self._lock_depth == 0:
-                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-                    self._lock_file.close()
-                    self._lock_file = None
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return self._lock.hold()
 
     def _load_state(self) -> dict[str, Any] | None:
-        try:
-            state = json.loads(self.config.state_file.read_text())
-        except FileNotFoundError:
+        state = read_state(self.config.state_file)
+        if state is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise RuntimeError_(
-                f"{self.config.state_file} is unreadable ({exc}); remove it"
-            ) from exc
         if state.get("runtime") != self.name:
             raise RuntimeError_(
                 f"the sandbox in {self.config.home} is run by the {state.get('runtime')} runtime"

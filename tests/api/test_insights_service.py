@@ -1,15 +1,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import uvicorn
 from cnop.services.insights.main import Settings, create_app
 from cnop.services.insights.portfolio import Portfolio
 from cnop.services.insights.summary import build_prompt, cache_key, fallback_summary, figures
@@ -17,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
-from tests.conftest import assert_no_leak, free_port, running, wait_for_port
+from tests.conftest import assert_no_leak, free_port, running, serve_in_thread
 
 MODEL = "gemini-2.5-flash"
 LLM_TEXT = "Your portfolio leans heavily on BTC; consider spreading risk."
@@ -31,23 +28,6 @@ PORTFOLIO = {
     "usd_balance": "5000.00",
     "total_value": "35000.00",
 }  # fmt: skip
-
-
-@contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """A real HTTP server for a stand-in upstream, on a free port, stopped afterwards."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 class StandIns:

@@ -2,23 +2,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import uvicorn
 from cnop.services.inventory.catalogue import load_file
 from cnop.services.inventory.main import Settings, create_app
 from cnop.services.inventory.prices import MAX_DRIFT, PriceSimulator, log_offset
 from cnop.services.inventory.settings import DEFAULT_CATALOGUE
 from fastapi import FastAPI, Request
 
-from tests.conftest import assert_no_leak, free_port, running, wait_for_port
+from tests.conftest import assert_no_leak, running, serve_in_thread
 
 LIST_KEYS = {
     "asset_id", "name", "description", "category", "price_usd", "is_active", "symbol", "image",
@@ -40,23 +38,6 @@ def raw_catalogue() -> list[dict[str, Any]]:
 def tick_of(asset: dict[str, Any], tick_seconds: float) -> int:
     stamp = datetime.fromisoformat(asset["last_updated"].replace("Z", "+00:00")).timestamp()
     return round(stamp / tick_seconds)
-
-
-@contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """A real HTTP server for a stand-in upstream, on a free port, stopped afterwards."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_catalogue_file_is_complete_and_realistic() -> None:

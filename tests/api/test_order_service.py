@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cnop.core.clock import utc_now_iso
 from cnop.core.db import Tables
 from cnop.services.order.main import Settings, create_app
@@ -24,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import REGISTRY
 
-from tests.conftest import assert_no_leak, free_port, running, wait_for_port
+from tests.conftest import assert_no_leak, free_port, running, serve_in_thread
 
 # Prices as the inventory sends them: JSON strings of decimals (and one plain number).
 PRICES: dict[str, Any] = {
@@ -65,19 +63,8 @@ def _inventory_app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def inventory_url() -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        _inventory_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(_inventory_app()) as url:
+        yield url
 
 
 @asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -12,14 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cnop.core.clock import utc_now_iso
 from cnop.core.db import Tables
 from cnop.services.user.main import Settings, create_app
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from tests.conftest import assert_no_leak, free_port, running
+from tests.conftest import assert_no_leak, free_port, running, serve_in_thread
 
 PASSWORD = "Str0ng!Passw0rd"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 8192, "argon2_parallelism": 1}
@@ -55,19 +53,8 @@ def inventory_app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def inventory_url() -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(inventory_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "stand-in inventory did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(inventory_app()) as url:
+        yield url
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 
 from grader.checks.invariant import signed_amount
 from grader.evaluate import evaluate, evaluate_all
 from grader.model import Account, InvariantCheck, RunContext
-from tests.conftest import free_port
+from tests.conftest import serve_in_thread
 
 PASSWORDS = {"alice_trader": "Alice-Secret-1", "bob_trader": "Bob-Secret-12"}
 
@@ -192,19 +189,8 @@ def stand_in() -> FastAPI:
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[tuple[str, FastAPI]]:
     app = stand_in()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "stand-in gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(app, lifespan="auto") as url:
+        yield url, app
 
 
 @pytest.fixture

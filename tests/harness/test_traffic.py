@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
 
 import jwt
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -34,6 +32,7 @@ from scenarios.traffic import (
     summarize,
     wrong_password,
 )
+from tests.conftest import serve_in_thread
 
 
 def obs(status: int, latency_s: float = 0.01, t: float = 0.0) -> Observation:
@@ -169,21 +168,9 @@ def stand_in() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[tuple[str, FastAPI]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = stand_in()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_thread(app, lifespan="auto") as url:
+        yield url, app
 
 
 def context(url: str) -> TrafficContext:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +39,40 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _ephemeral_port_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def sandbox_port_offset(start: int) -> int:
+    """A port offset at which every port of a lab sandbox is free AND below the kernel's
+    ephemeral range: outgoing connections (the sandbox's own services connecting to Redis
+    included) take ephemeral ports, and one could grab a service's port as it starts."""
+    from scenarios.config import LabConfig
+
+    base = LabConfig(home=Path("/nonexistent"), port_offset=0)
+    ports = [*base.ports().values(), *base.metrics_ports().values()]
+    ceiling = _ephemeral_port_floor()
+    for offset in range(start, ceiling, 97):
+        if max(ports) + offset >= ceiling:
+            break
+        if all(_port_free(p + offset) for p in ports):
+            return offset
+    raise RuntimeError(f"no free port range for a sandbox from offset {start}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @contextmanager

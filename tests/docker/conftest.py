@@ -8,8 +8,6 @@ scripts/ci-docker.sh sets it), where a missing engine is a failure, not a silent
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from scenarios import images
 from scenarios.config import REPO_ROOT, LabConfig
 from scenarios.runtime.base import Endpoints, RuntimeError_
 from scenarios.runtime.docker import DockerRuntime
+from tests.conftest import sandbox_port_offset
 
 UP_BUDGET_SECONDS = float(os.environ.get("CNOP_DOCKER_UP_BUDGET", "60"))
 
@@ -49,22 +48,6 @@ def _docker_state() -> str | None:
     return None
 
 
-def _free_offset() -> int:
-    """A port offset whose gateway and Prometheus ports are both free on 127.0.0.1."""
-    for _ in range(50):
-        offset = random.randint(20000, 40000)
-        ok = True
-        for port in (8080 + offset, 9090 + offset):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-        if ok:
-            return offset
-    raise RuntimeError("no free port offset found")
-
-
 def project_leftovers(project: str) -> dict[str, list[str]]:
     def names(*cmd: str) -> list[str]:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -87,7 +70,7 @@ def docker_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerS
         pytest.skip(f"Docker not usable: {problem}")
     home: Path = tmp_path_factory.mktemp("docker-lab")
     project = f"cnoptest{os.getpid()}"
-    config = LabConfig(home=home, port_offset=_free_offset())
+    config = LabConfig(home=home, port_offset=sandbox_port_offset(3000))
     # Images built by `lab images --offline` in the repository's default sandbox, if any.
     runtime = DockerRuntime(
         config, project=project, images_env=images.images_env_path(REPO_ROOT / ".lab")

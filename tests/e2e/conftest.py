@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import sandbox_port_offset
+
 LAB = str(Path(sys.executable).parent / "lab")
 PORT_OFFSET = 20000
 _next_ip = itertools.count(10)
@@ -28,6 +30,7 @@ _next_ip = itertools.count(10)
 class Sandbox:
     home: Path
     env: dict[str, str]
+    offset: int
     gateway: str
     prometheus: str
     startup_seconds: float
@@ -57,10 +60,11 @@ def next_ip() -> str:
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     home = tmp_path_factory.mktemp("lab-home")
+    offset = sandbox_port_offset(PORT_OFFSET)
     env = {
         **os.environ,
         "CNOP_LAB_HOME": str(home),
-        "CNOP_LAB_PORT_OFFSET": str(PORT_OFFSET),
+        "CNOP_LAB_PORT_OFFSET": str(offset),
         "CNOP_LAB_RUNTIME": "local",
     }
     started = time.perf_counter()
@@ -74,8 +78,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     box = Sandbox(
         home=home,
         env=env,
-        gateway=f"http://127.0.0.1:{8080 + PORT_OFFSET}",
-        prometheus=f"http://127.0.0.1:{9090 + PORT_OFFSET}",
+        offset=offset,
+        gateway=f"http://127.0.0.1:{8080 + offset}",
+        prometheus=f"http://127.0.0.1:{9090 + offset}",
         startup_seconds=elapsed,
     )
     print(f"\nlab up: ready in {elapsed:.1f} s")

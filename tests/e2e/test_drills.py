@@ -8,7 +8,6 @@ kill, pause and reconfigure services).
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from scenarios.config import LabConfig
 from scenarios.engine import EngineError, run_scenario, run_selftest
 from scenarios.runtime.local import LocalRuntime
 from scenarios.schema import available, load_scenario
+from tests.conftest import sandbox_port_offset
 
 pytestmark = pytest.mark.e2e
 
@@ -27,28 +27,10 @@ SCENARIOS = sorted(available())
 durations: dict[str, float] = {}
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_offset(start: int) -> int:
-    base = LabConfig(home=Path("/nonexistent"), port_offset=0)
-    ports = [*base.ports().values(), *base.metrics_ports().values()]
-    for offset in range(start, start + 8000, 113):
-        if max(ports) + offset < 65000 and all(_free(p + offset) for p in ports):
-            return offset
-    raise RuntimeError("no free port range for the drill sandbox")
-
-
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
     home = tmp_path_factory.mktemp("drill-lab")
-    config = LabConfig(home=home, port_offset=_free_offset(26000))
+    config = LabConfig(home=home, port_offset=sandbox_port_offset(18000))
     rt = LocalRuntime(config)
     rt.up(timeout=120)
     try:
@@ -62,7 +44,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
 
 
 def test_a_stopped_platform_is_one_clear_error(tmp_path: Path) -> None:
-    config = LabConfig(home=tmp_path / "nothing", port_offset=_free_offset(30000))
+    config = LabConfig(home=tmp_path / "nothing", port_offset=sandbox_port_offset(10000))
     scenario = load_scenario(available()["token-attacks"])
     with pytest.raises(EngineError, match=r"run `lab up` first"):
         run_scenario(scenario, LocalRuntime(config), seed=1)

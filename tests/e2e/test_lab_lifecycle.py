@@ -27,6 +27,7 @@ from redis import Redis
 from scenarios.config import LabConfig
 from scenarios.runtime.base import INFRA, SERVICES, ComponentStatus
 from scenarios.runtime.local import LocalRuntime
+from tests.conftest import sandbox_port_offset
 
 pytestmark = pytest.mark.e2e
 
@@ -43,16 +44,6 @@ def _free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_offset(start: int) -> int:
-    """A port offset at which every port of a sandbox is free."""
-    base = LabConfig(home=Path("/nonexistent"), port_offset=0)
-    ports = [*base.ports().values(), *base.metrics_ports().values()]
-    for offset in range(start, start + 5000, 97):
-        if max(ports) + offset < 65000 and all(_free(p + offset) for p in ports):
-            return offset
-    raise RuntimeError("no free port range")
 
 
 @dataclass
@@ -88,7 +79,7 @@ class Box:
 
 def make_box(tmp_path_factory: pytest.TempPathFactory, name: str, start: int) -> Box:
     home = tmp_path_factory.mktemp(name)
-    offset = free_offset(start)
+    offset = sandbox_port_offset(start)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNOP_")}
     env.update({"CNOP_LAB_HOME": str(home), "CNOP_LAB_PORT_OFFSET": str(offset)})
     return Box(home=home, env=env, offset=offset)
@@ -112,7 +103,7 @@ def process_gone(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
-    sandbox = make_box(tmp_path_factory, "lifecycle", 31000)
+    sandbox = make_box(tmp_path_factory, "lifecycle", 12000)
     sandbox.startup = up(sandbox)
     try:
         yield sandbox
@@ -244,7 +235,7 @@ def test_down_leaves_no_process(box: Box) -> None:
 
 
 def test_missing_redis_binary_is_one_line(tmp_path_factory: pytest.TempPathFactory) -> None:
-    sandbox = make_box(tmp_path_factory, "nobinary", 33000)
+    sandbox = make_box(tmp_path_factory, "nobinary", 14000)
     bindir = sandbox.home / "bin"
     bindir.mkdir()
     prometheus = shutil.which("prometheus")  # everything but redis-server
@@ -285,7 +276,7 @@ def _login(gateway: str, username: str, password: str) -> int:
 
 
 def test_persist_round_trip(tmp_path_factory: pytest.TempPathFactory) -> None:
-    sandbox = make_box(tmp_path_factory, "persist", 35000)
+    sandbox = make_box(tmp_path_factory, "persist", 16000)
     try:
         redis_url = f"redis://127.0.0.1:{6380 + sandbox.offset}/0"
         up(sandbox, "--persist")

@@ -382,7 +382,7 @@ async def test_breaker_opens_answers_fast_and_recovers(sandbox: Sandbox) -> None
     from scenarios.config import LabConfig
     from scenarios.runtime import current_runtime
 
-    runtime = current_runtime(LabConfig(home=sandbox.home, port_offset=20000))
+    runtime = current_runtime(LabConfig(home=sandbox.home, port_offset=sandbox.offset))
     ip = next_ip()
     runtime.kill("inventory")
     try:

@@ -636,7 +636,7 @@ async def test_upstream_traces_never_reach_the_client(platform: Platform) -> Non
 # -- Redis outage, client ip, headers, health ------------------------------------------------
 
 
-async def test_redis_down_fails_login_closed_and_reads_open(
+async def test_redis_down_fails_login_and_writes_closed_and_reads_open(
     platform: Platform, caplog: pytest.LogCaptureFixture
 ) -> None:
     closed = metric(
@@ -655,6 +655,10 @@ async def test_redis_down_fails_login_closed_and_reads_open(
         r = await c.get("/api/v1/inventory/assets")
         assert r.status_code == 200
         assert "ratelimit-limit" not in r.headers
+        # A state-changing request cannot be limited, so it is refused like a login.
+        register = await c.post("/api/v1/auth/register", json={"username": "nobody_here"})
+        assert_problem(register, 503)
+        assert not platform.upstreams["user"].hits
         health = (await c.get("/health")).json()
         assert health["redis"] == "unavailable"
         assert (await c.get("/health/ready")).status_code == 503
@@ -665,7 +669,7 @@ async def test_redis_down_fails_login_closed_and_reads_open(
         operation="rate_limit_ip",
         mode="fail_closed",
     )
-    assert after == closed + 1
+    assert after == closed + 2
     modes = {getattr(r, "mode", None) for r in events(caplog, "redis_unavailable")}
     assert modes == {"fail_open", "fail_closed"}
 

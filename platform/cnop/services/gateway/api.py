@@ -69,6 +69,9 @@ RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
 router = APIRouter()
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class Gateway:
     """Everything the pipeline needs, built once per app from its settings."""
 
@@ -161,9 +164,12 @@ class Gateway:
             self.trusted,
         )
         s = self.settings
+        # Without Redis the limits cannot be enforced: reads go on unlimited (fail open, a
+        # setting), while logins and every state-changing request are refused (fail closed).
+        unsafe = is_login or request.method not in SAFE_METHODS
         if s.rate_limit_enabled:
             await self._limit(
-                decisions, "ip", f"ip:{ip}", s.rate_limit_ip_limit, ip=ip, fail_closed=is_login
+                decisions, "ip", f"ip:{ip}", s.rate_limit_ip_limit, ip=ip, fail_closed=unsafe
             )
         if found is None:
             raise ProblemError(404, "No such resource")
@@ -180,7 +186,12 @@ class Gateway:
             user_var.set(username)
             if s.rate_limit_enabled:
                 await self._limit(
-                    decisions, "user", f"user:{username}", s.rate_limit_user_limit, ip=ip
+                    decisions,
+                    "user",
+                    f"user:{username}",
+                    s.rate_limit_user_limit,
+                    ip=ip,
+                    fail_closed=unsafe,
                 )
         login_name = _login_username(body) if is_login else None
         guard = is_login and s.login_protection_enabled

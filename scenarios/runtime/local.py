@@ -103,6 +103,9 @@ class LocalRuntime(Runtime):
                 "ports": cfg.ports(),
                 "metrics_ports": cfg.metrics_ports(),
                 "table_prefix": cfg.table_prefix,
+                # What `lab up` was given stays with the sandbox: a service a drill restarts
+                # later comes back with it even if the variable is gone from that shell.
+                "service_env": dict(cfg.service_env),
                 "binaries": binaries,
                 "components": {},
                 "overrides": {},
@@ -460,7 +463,7 @@ class LocalRuntime(Runtime):
                 "CNOP_LOG_LEVEL": cfg.service_log_level,
             }
         )
-        env.update(cfg.service_env)
+        env.update(state.get("service_env", cfg.service_env))
         env.update((state.get("overrides") or {}).get(name, {}))
         return [sys.executable, "-m", "cnop.run", name], env
 

@@ -298,6 +298,7 @@ async def _prepare_and_run(run: _Run, endpoints_gateway: str, prom: Prometheus) 
             rng=rng,
             recorder=run.recorder,
             nonce=run.nonce,
+            signing_secret=run.runtime.signing_secret(),
         )
         for step in run.scenario.method:
             if isinstance(step, TrafficStep):

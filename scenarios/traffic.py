@@ -254,6 +254,7 @@ class TrafficContext:
     rng: random.Random
     recorder: Recorder
     nonce: str
+    signing_secret: str | None = None
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def client(
@@ -412,10 +413,12 @@ def _b64(data: bytes) -> str:
 
 
 def forge_tokens(
-    real_token: str, revoked_token: str | None, rng: random.Random
+    real_token: str, revoked_token: str | None, rng: random.Random, secret: str | None = None
 ) -> dict[str, str | None]:
-    """Attack tokens built from a real token's claims. We never know the platform's secret, so
-    every signed variant uses another one: each must be refused whatever else is wrong with it."""
+    """Attack tokens built from a real token's claims. An attacker never knows the platform's
+    secret, so the forged variants use another one. The expired token stands for one replayed
+    from an old capture: correctly signed (with the sandbox's ``secret``, which the lab as
+    operator has) but past its ``exp``, so only the expiry check can refuse it."""
     claims = jwt.decode(real_token, options={"verify_signature": False})
     header, _payload, signature = real_token.split(".")
     wrong_secret = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(48))
@@ -438,7 +441,7 @@ def forge_tokens(
         "forged": jwt.encode({**claims, "jti": uuid.uuid4().hex}, wrong_secret, algorithm="HS256"),
         "alg_none": alg_none,
         "tampered": tampered,
-        "expired": jwt.encode(expired, wrong_secret, algorithm="HS256"),
+        "expired": jwt.encode(expired, secret or wrong_secret, algorithm="HS256"),
         "revoked": revoked_token,
     }
 
@@ -635,7 +638,7 @@ async def run_token_attacks(
         response = await client.post(f"{API}/auth/logout", headers=bearer(revoked), json={})
         if response.status_code != 200:
             raise TrafficError(f"logout to revoke a token answered {response.status_code}")
-    tokens = forge_tokens(real, revoked, ctx.rng)
+    tokens = forge_tokens(real, revoked, ctx.rng, ctx.signing_secret)
     plan = [variant for _ in range(p.rounds) for variant in p.variants]
     for variant in p.variants:
         ctx.recorder.ensure(f"{name}.{variant}")

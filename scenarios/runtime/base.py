@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scenarios.config import LabConfig
+
 SERVICES = ("gateway", "auth", "user", "order", "inventory", "insights")
 INFRA = ("redis", "dynamodb", "prometheus")
 FAULT_KINDS = ("latency", "error_rate", "hang", "dependency_failure")
@@ -43,6 +45,12 @@ class Runtime(abc.ABC):
     """What the harness may do to a running platform; every method raises RuntimeError_."""
 
     name: str
+    config: LabConfig
+
+    def signing_secret(self) -> str:
+        """The sandbox's JWT secret. The lab operates the platform (it generated the secret), so
+        a drill can mint what an attacker could only replay: a correctly signed, expired token."""
+        return self.config.jwt_secret()
 
     # --- lifecycle -----------------------------------------------------------------------
     @abc.abstractmethod

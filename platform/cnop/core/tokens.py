@@ -1,6 +1,6 @@
 """JWT issue and verification, with revocation by ``jti`` in Redis.
 
-One verifier serves the auth service, the gateway's fallback and every backend's
+One verifier serves the auth service (which the gateway asks) and every backend's
 defence-in-depth check, so the rules (HS256 only, iss, aud, type, exp, revocation) are written once.
 """
 

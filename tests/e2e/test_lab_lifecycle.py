@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,16 +33,6 @@ pytestmark = pytest.mark.e2e
 LAB = str(Path(sys.executable).parent / "lab")
 READY_BUDGET_SECONDS = 15.0
 COMPONENTS = (*INFRA, *SERVICES)
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass

@@ -79,7 +79,8 @@ def test_drill_hardened_passes_and_weakened_fails(
 
 
 def test_the_whole_drill_fits_the_budget(runtime: LocalRuntime) -> None:
-    if len(durations) < len(SCENARIOS):
-        pytest.skip("not every drill ran in this session")
+    """The drills that ran in this session fit the budget of the whole `lab drill` (all seven
+    in the full suite; a -k selection can only lower the sum, never make it pass wrongly)."""
+    assert durations, "no drill ran before this test: select the drill tests too"
     total = sum(durations.values())
     assert total < DRILL_BUDGET_SECONDS, f"lab drill would take {total:.0f} s: {durations}"

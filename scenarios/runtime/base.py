@@ -137,6 +137,26 @@ class Runtime(abc.ABC):
             yield event
 
 
+def fault_flag_key(service: str, fault: str, ttl_seconds: int) -> str:
+    """The Redis key of a fault flag (docs/faults.md), after checking what a runtime is asked."""
+    if service not in SERVICES:
+        raise RuntimeError_(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
+    if fault not in FAULT_KINDS:
+        raise RuntimeError_(f"unknown fault {fault!r}; one of: {', '.join(FAULT_KINDS)}")
+    if int(ttl_seconds) < 1:
+        raise RuntimeError_("a fault flag needs a TTL of at least 1 second")
+    return f"cnop:fault:{service}:{fault}"
+
+
+def fault_flag_pattern(service: str | None) -> str:
+    """The key pattern of one service's fault flags, or of all of them."""
+    if service is None:
+        return "cnop:fault:*"
+    if service not in SERVICES:
+        raise RuntimeError_(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
+    return f"cnop:fault:{service}:*"
+
+
 def _at_or_after(timestamp: object, since: datetime) -> bool:
     if not isinstance(timestamp, str):
         return False

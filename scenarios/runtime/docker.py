@@ -32,13 +32,14 @@ from python_on_whales.exceptions import DockerException
 from scenarios import images
 from scenarios.config import REPO_ROOT, LabConfig
 from scenarios.runtime.base import (
-    FAULT_KINDS,
     INFRA,
     SERVICES,
     ComponentStatus,
     Endpoints,
     Runtime,
     RuntimeError_,
+    fault_flag_key,
+    fault_flag_pattern,
 )
 from scenarios.runtime.sandbox import SandboxLock, read_state
 
@@ -341,15 +342,10 @@ class DockerRuntime(Runtime):
     def set_fault(
         self, service: str, fault: str, params: Mapping[str, Any], ttl_seconds: int
     ) -> None:
-        if service not in SERVICES:
-            raise RuntimeError_(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
-        if fault not in FAULT_KINDS:
-            raise RuntimeError_(f"unknown fault {fault!r}; one of: {', '.join(FAULT_KINDS)}")
-        if int(ttl_seconds) < 1:
-            raise RuntimeError_("a fault flag needs a TTL of at least 1 second")
+        key = fault_flag_key(service, fault, ttl_seconds)
         reply = self._redis_cli(
             "SET",
-            f"cnop:fault:{service}:{fault}",
+            key,
             json.dumps(dict(params)),
             "EX",
             str(int(ttl_seconds)),
@@ -358,9 +354,7 @@ class DockerRuntime(Runtime):
             raise RuntimeError_(f"Redis did not store the fault flag: {reply.strip()}")
 
     def clear_faults(self, service: str | None = None) -> int:
-        if service is not None and service not in SERVICES:
-            raise RuntimeError_(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
-        pattern = f"cnop:fault:{service}:*" if service else "cnop:fault:*"
+        pattern = fault_flag_pattern(service)
         return self._redis_int("EVAL", _DELETE_SCRIPT, "0", pattern, "")
 
     def clear_state_keys(self) -> int:

@@ -35,13 +35,14 @@ import httpx
 
 from scenarios.config import LabConfig
 from scenarios.runtime.base import (
-    FAULT_KINDS,
     INFRA,
     SERVICES,
     ComponentStatus,
     Endpoints,
     Runtime,
     RuntimeError_,
+    fault_flag_key,
+    fault_flag_pattern,
 )
 from scenarios.runtime.promconfig import RULES, local_jobs, render_prometheus_config
 from scenarios.runtime.sandbox import SandboxLock, read_state
@@ -258,21 +259,12 @@ class LocalRuntime(Runtime):
     def set_fault(
         self, service: str, fault: str, params: Mapping[str, Any], ttl_seconds: int
     ) -> None:
-        if service not in SERVICES:
-            raise RuntimeError_(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
-        if fault not in FAULT_KINDS:
-            raise RuntimeError_(f"unknown fault {fault!r}; one of: {', '.join(FAULT_KINDS)}")
-        if int(ttl_seconds) < 1:
-            raise RuntimeError_("a fault flag needs a TTL of at least 1 second")
+        key = fault_flag_key(service, fault, ttl_seconds)
         with self._redis() as client:
-            client.set(
-                f"cnop:fault:{service}:{fault}", json.dumps(dict(params)), ex=int(ttl_seconds)
-            )
+            client.set(key, json.dumps(dict(params)), ex=int(ttl_seconds))
 
     def clear_faults(self, service: str | None = None) -> int:
-        if service is not None and service not in SERVICES:
-            raise RuntimeError_(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
-        pattern = f"cnop:fault:{service}:*" if service else "cnop:fault:*"
+        pattern = fault_flag_pattern(service)
         with self._redis() as client:
             keys = list(client.scan_iter(match=pattern, count=500))
             return int(client.delete(*keys)) if keys else 0

@@ -49,3 +49,21 @@ async def test_refused_tokens_are_401_problems(service_env: dict[str, Any]) -> N
             body = r.json()
             assert body["status"] == 401 and body["request_id"], name
             assert_no_leak(r.text)
+
+
+async def test_validate_fails_closed_without_redis_unless_the_gateway_names_a_safe_method(
+    service_env: dict[str, Any],
+) -> None:
+    """The auth service judges the token for the method it is presented with: a read may fail
+    open without Redis, a state-changing request (or an unnamed one) may not."""
+    env = {**service_env, "redis_url": "redis://127.0.0.1:1/0", "redis_timeout_seconds": 0.2}
+    app = create_app(Settings(**env, redis_fail_open_reads=True))
+    async with running(app) as client:
+        token = app.state.ctx.tokens.issue("ivan_trader").token
+        auth = {"Authorization": f"Bearer {token}"}
+        unnamed = await client.post("/validate", headers=auth)
+        assert unnamed.status_code == 503
+        post = await client.post("/validate", headers={**auth, "X-CNOP-Original-Method": "POST"})
+        assert post.status_code == 503
+        get = await client.post("/validate", headers={**auth, "X-CNOP-Original-Method": "GET"})
+        assert get.status_code == 200 and get.json()["user"]["username"] == "ivan_trader"

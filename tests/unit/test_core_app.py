@@ -55,6 +55,11 @@ async def me(user: CurrentUser) -> dict[str, str]:
     return {"username": user.username}
 
 
+@router.post("/me/spend")
+async def spend(user: CurrentUser) -> dict[str, str]:
+    return {"spent_by": user.username}
+
+
 def make_app(env: dict[str, Any], **overrides: Any) -> Any:
     settings = ServiceSettings(service_name="coretest", **{**env, **overrides})
     return create_service_app(settings, title="core test", routers=[router], uses_dynamodb=False)
@@ -216,3 +221,38 @@ async def test_revocation_check_without_redis_follows_the_fail_open_setting(
         token = app.state.ctx.tokens.issue("frank_trader").token
         r = await client.get("/me", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == (200 if fail_open else 503)
+
+
+async def test_revocation_fails_closed_for_state_changing_requests_even_when_reads_fail_open(
+    service_env: dict[str, Any],
+) -> None:
+    """A logged-out token must never move money: without Redis the revocation list cannot be
+    read, so a POST is refused (503) although reads are set to fail open."""
+    app = make_app(
+        service_env,
+        redis_url="redis://127.0.0.1:1/0",
+        redis_timeout_seconds=0.2,
+        redis_fail_open_reads=True,
+    )
+    async with running(app) as client:
+        token = app.state.ctx.tokens.issue("grace_trader").token
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (await client.get("/me", headers=headers)).status_code == 200
+        r = await client.post("/me/spend", headers=headers)
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_revocation_outlives_the_token_by_the_jwt_leeway(
+    service_env: dict[str, Any], redis_sync: Redis
+) -> None:
+    """The verifier accepts a token up to ``leeway`` seconds past its expiry, so the revocation
+    must last that long too, or a logged-out token comes back for the leeway."""
+    app = make_app(service_env, jwt_leeway_seconds=120)
+    async with running(app):
+        tokens = app.state.ctx.tokens
+        issued = tokens.issue("heidi_trader")
+        expires_at = int(time.time()) + issued.expires_in
+        await tokens.revoke(issued.jti, expires_at)
+        ttl = redis_sync.ttl(f"cnop:revoked:{issued.jti}")
+        assert ttl >= issued.expires_in + 120 - 2

@@ -10,18 +10,21 @@ from fastapi import Depends, Request
 from cnop.core.context import ServiceContext, get_ctx
 from cnop.core.logging import log_event, user_var
 from cnop.core.problems import ProblemError
-from cnop.core.tokens import TokenError, UserContext, bearer_token
+from cnop.core.tokens import SAFE_METHODS, TokenError, UserContext, bearer_token
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cnop"'}
 
 
-async def authenticate(ctx: ServiceContext, authorization: str | None) -> UserContext:
+async def authenticate(
+    ctx: ServiceContext, authorization: str | None, *, safe: bool = False
+) -> UserContext:
+    """The caller, or a 401 / 503 problem; ``safe``: the request changes nothing (see tokens)."""
     token = bearer_token(authorization)
     if token is None:
         log_event("token_rejected", logging.INFO, reason="missing")
         raise ProblemError(401, "A bearer token is required", headers=BEARER_CHALLENGE)
     try:
-        user = await ctx.tokens.verify(token)
+        user = await ctx.tokens.verify(token, safe=safe)
     except TokenError as exc:
         log_event("token_rejected", logging.WARNING, reason=exc.reason)
         if exc.reason == "unavailable":
@@ -34,7 +37,9 @@ async def authenticate(ctx: ServiceContext, authorization: str | None) -> UserCo
 async def require_user(
     request: Request, ctx: Annotated[ServiceContext, Depends(get_ctx)]
 ) -> UserContext:
-    return await authenticate(ctx, request.headers.get("authorization"))
+    return await authenticate(
+        ctx, request.headers.get("authorization"), safe=request.method in SAFE_METHODS
+    )
 
 
 CurrentUser = Annotated[UserContext, Depends(require_user)]

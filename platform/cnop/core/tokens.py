@@ -2,6 +2,11 @@
 
 One verifier serves the auth service (which the gateway asks) and every backend's
 defence-in-depth check, so the rules (HS256 only, iss, aud, type, exp, revocation) are written once.
+
+Without Redis the revocation list cannot be read. A read may then go on (fail open, a setting),
+but a state-changing request fails closed whatever the setting: a logged-out token must never
+move money. A revocation lives until the token's expiry *plus the leeway*, since the verifier
+still accepts the token for that long.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from cnop.core.redis import REDIS_DOWN_ERRORS, report_redis_down
 
 ALGORITHM = "HS256"
 REVOKED_PREFIX = "cnop:revoked:"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The gateway tells the auth service which method the token is presented for, so the auth service
+# can apply the same fail-open/fail-closed rule as a backend. Absent means state-changing.
+ORIGINAL_METHOD_HEADER = "X-CNOP-Original-Method"
 TokenFailure = Literal["expired", "invalid", "revoked", "unavailable"]
 
 
@@ -105,11 +114,12 @@ class TokenService:
             raise TokenError("invalid", "Token is invalid")
         return claims
 
-    async def verify(self, token: str) -> UserContext:
-        """Full validation including revocation; counts every outcome."""
+    async def verify(self, token: str, *, safe: bool = False) -> UserContext:
+        """Full validation including revocation; counts every outcome. ``safe`` says the request
+        changes nothing (GET, HEAD, OPTIONS): only then may a Redis outage fail open."""
         try:
             claims = self.decode(token)
-            await self._check_not_revoked(claims["jti"])
+            await self._check_not_revoked(claims["jti"], fail_open=safe and self._fail_open)
         except TokenError as exc:
             if exc.reason != "unavailable":  # an outage is not a verdict on the token
                 TOKEN_VALIDATIONS.labels(exc.reason).inc()
@@ -117,23 +127,21 @@ class TokenService:
         TOKEN_VALIDATIONS.labels("valid").inc()
         return UserContext(claims["sub"], str(claims["role"]), claims["jti"], int(claims["exp"]))
 
-    async def _check_not_revoked(self, jti: str) -> None:
+    async def _check_not_revoked(self, jti: str, *, fail_open: bool) -> None:
         if not self._check_revocation:
             return
         try:
             revoked = await self._redis.exists(REVOKED_PREFIX + jti)
         except REDIS_DOWN_ERRORS as exc:
-            report_redis_down(
-                self._service, "token_revocation", fail_open=self._fail_open, error=exc
-            )
-            if self._fail_open:
+            report_redis_down(self._service, "token_revocation", fail_open=fail_open, error=exc)
+            if fail_open:
                 return
             raise TokenError("unavailable", "Token cannot be checked right now") from exc
         if revoked:
             raise TokenError("revoked", "Token has been revoked")
 
     async def revoke(self, jti: str, expires_at: int) -> None:
-        ttl = max(1, expires_at - int(time.time()))
+        ttl = max(1, expires_at + self._leeway - int(time.time()))
         await self._redis.set(REVOKED_PREFIX + jti, "1", ex=ttl)
 
 

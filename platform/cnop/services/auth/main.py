@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Request
 from cnop.core.app import create_service_app
 from cnop.core.auth import Ctx, authenticate
 from cnop.core.settings import ServiceSettings
+from cnop.core.tokens import ORIGINAL_METHOD_HEADER, SAFE_METHODS
 
 
 class Settings(ServiceSettings):
@@ -24,8 +25,14 @@ router = APIRouter()
 
 @router.post("/validate")
 async def validate(request: Request, ctx: Ctx) -> dict[str, object]:
-    """Answer 200 with the user context, or a 401 problem saying why the token is refused."""
-    user = await authenticate(ctx, request.headers.get("authorization"))
+    """Answer 200 with the user context, or a 401 problem saying why the token is refused.
+
+    The token is judged for the method the gateway names (a safe one may fail open without
+    Redis); without that header it is judged as state-changing, the strict case."""
+    method = request.headers.get(ORIGINAL_METHOD_HEADER, "").upper()
+    user = await authenticate(
+        ctx, request.headers.get("authorization"), safe=method in SAFE_METHODS
+    )
     return {
         "valid": True,
         "user": {

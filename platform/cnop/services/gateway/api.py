@@ -182,7 +182,9 @@ class Gateway:
         request_id = request_id_var.get() or ""
         if route.auth:
             upstream.precheck()
-            username = await self.auth.username(request.headers.get("authorization"), request_id)
+            username = await self.auth.username(
+                request.headers.get("authorization"), request_id, request.method
+            )
             user_var.set(username)
             if s.rate_limit_enabled:
                 await self._limit(

@@ -12,7 +12,7 @@ import httpx
 from cnop.core.auth import BEARER_CHALLENGE
 from cnop.core.logging import log_event
 from cnop.core.problems import ProblemError
-from cnop.core.tokens import bearer_token
+from cnop.core.tokens import ORIGINAL_METHOD_HEADER, bearer_token
 from cnop.services.gateway.upstreams import Upstream, unavailable
 
 
@@ -20,7 +20,7 @@ class AuthCheck:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
 
-    async def username(self, authorization: str | None, request_id: str) -> str:
+    async def username(self, authorization: str | None, request_id: str, method: str) -> str:
         """The caller's username, or a 401 / 503 problem."""
         if bearer_token(authorization) is None:
             log_event("token_rejected", reason="missing")
@@ -30,7 +30,11 @@ class AuthCheck:
             response = await self.upstream.send(
                 "POST",
                 "/validate",
-                headers={"Authorization": authorization, "X-Request-ID": request_id},
+                headers={
+                    "Authorization": authorization,
+                    "X-Request-ID": request_id,
+                    ORIGINAL_METHOD_HEADER: method,
+                },
             )
         except ProblemError as exc:
             if exc.status == 503:

@@ -419,10 +419,10 @@ class LocalRuntime(Runtime):
                 "--logfile",
                 "",
             ]
-            if state.get("persist"):
-                argv += ["--save", "1 1", "--appendonly", "yes", "--appendfsync", "everysec"]
-            else:
-                argv += ["--save", "", "--appendonly", "no"]
+            # The append-only file is always on, so a crashed Redis comes back with its keys
+            # (revoked tokens above all); without --persist `lab up` empties the folder first.
+            argv += ["--appendonly", "yes", "--appendfsync", "everysec"]
+            argv += ["--save", "1 1"] if state.get("persist") else ["--save", ""]
             return argv, env
         if name == "dynamodb":
             port = str(ports["dynamodb"])

@@ -289,3 +289,45 @@ def test_persist_round_trip(tmp_path_factory: pytest.TempPathFactory) -> None:
             assert redis.get("cnop:test:persisted") is None
     finally:
         sandbox.lab("down")
+
+
+def test_revoked_tokens_stay_revoked_after_redis_crashes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Redis runs with its append-only file on even without --persist, so `kill -9` and a
+    restart within a session do not bring logged-out tokens back to life."""
+    sandbox = make_box(tmp_path_factory, "aof", 18000)
+    try:
+        up(sandbox)
+        username, password = _register_and_login(sandbox.gateway)
+        login = httpx.post(
+            f"{sandbox.gateway}/api/v1/auth/login",
+            json={"username": username, "password": password},
+            timeout=10,
+        )
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        balance = f"{sandbox.gateway}/api/v1/balance"
+        assert httpx.get(balance, headers=auth, timeout=10).status_code == 200
+        logout = httpx.post(
+            f"{sandbox.gateway}/api/v1/auth/logout", json={}, headers=auth, timeout=10
+        )
+        assert logout.status_code == 200, logout.text
+        assert httpx.get(balance, headers=auth, timeout=10).status_code == 401
+
+        time.sleep(1.5)  # appendfsync everysec: the last second of writes may be lost
+        pid = sandbox.state()["components"]["redis"]["pid"]
+        os.kill(pid, 9)
+        runtime = LocalRuntime(LabConfig(home=sandbox.home, port_offset=sandbox.offset))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            redis = next(c for c in runtime.status() if c.name == "redis")
+            if redis.state != "running":
+                break
+            time.sleep(0.1)
+        runtime.start("redis")
+        assert sandbox.state()["components"]["redis"]["pid"] != pid
+
+        answer = httpx.get(balance, headers=auth, timeout=10)
+        assert answer.status_code == 401, answer.text
+    finally:
+        sandbox.lab("down")

@@ -144,7 +144,9 @@ def _as_json(samples: list[Sample], series: list[Series] | None) -> dict[str, ob
 
 
 def _table(title: str, labels: list[str]) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold", expand=False)
+    # The query goes above the table, not in its title: a title wraps to the table's width.
+    console.print(title, highlight=False, markup=False, soft_wrap=True)
+    table = Table(header_style="bold", expand=False)
     for name in labels:
         table.add_column("metric" if name == "__name__" else name)
     return table

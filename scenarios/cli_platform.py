@@ -213,7 +213,7 @@ class LogFilter:
         if "color_message" not in doc:
             return line
         doc.pop("color_message")
-        return json.dumps(doc, ensure_ascii=False)
+        return json.dumps(doc)  # the same form the services write
 
 
 def _follow(path: Any, keep: LogFilter) -> None:

@@ -17,7 +17,12 @@ import typer
 
 from scenarios.runtime.base import RuntimeError_
 
-COMMAND_MODULES = ("scenarios.cli_platform", "scenarios.cli_drills", "scenarios.cli_images")
+COMMAND_MODULES = (
+    "scenarios.cli_platform",
+    "scenarios.cli_query",
+    "scenarios.cli_drills",
+    "scenarios.cli_images",
+)
 
 
 class LabApp(typer.Typer):

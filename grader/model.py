@@ -8,10 +8,12 @@ check may look at, and :class:`CheckResult` / :class:`RunResult` are what report
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RESULT_SCHEMA_VERSION = "1.0"
 
@@ -39,6 +41,21 @@ class PromQLCheck(_Spec):
     reduce: Literal["sum", "max", "min", "last", "count"] = "sum"  # over series (and samples)
     op: Comparison
     value: float
+
+    @field_validator("query")
+    @classmethod
+    def _no_offset(cls, query: str) -> str:
+        # ``x - x offset w`` goes negative when a service restarts inside w (its counters start
+        # again at 0); increase() and resets() know about resets.
+        if _OFFSET.search(query):
+            raise ValueError(
+                "counts a change with `offset`, which goes negative when a service restarts; "
+                "use increase(metric[{window}]) (or resets()) instead"
+            )
+        return query
+
+
+_OFFSET = re.compile(r"\boffset\b")
 
 
 class LogsCheck(_Spec):
@@ -191,4 +208,26 @@ class RunResult(BaseModel):
     # Per traffic generator: requests, by_status, availability, p50/p99 (ms), plus what the
     # generators learned (e.g. "orders.succeeded_keys"); added by the scenario engine.
     traffic: dict[str, Any] = {}
-    mode: Literal["hardened", "weakened"] = "hardened"
+    # hardened: every service on its shipped settings; weakened: exactly the scenario's `weaken`
+    # settings (selftest); custom: any other override (CNOP_LAB_SERVICE_ENV, a reconfigure).
+    mode: Literal["hardened", "weakened", "custom"] = "hardened"
+    # The CNOP_* settings each service ran with beyond its defaults when the run began.
+    settings: dict[str, dict[str, str]] = {}
+
+    @property
+    def mode_label(self) -> str:
+        return MODE_LABELS[self.mode]
+
+
+MODE_LABELS = {"hardened": "hardened", "weakened": "weakened", "custom": "weakened (custom)"}
+
+
+def effective_mode(
+    requested: Literal["hardened", "weakened"],
+    in_force: Mapping[str, Mapping[str, str]],
+    expected: Mapping[str, Mapping[str, str]] | None = None,
+) -> Literal["hardened", "weakened", "custom"]:
+    """The mode a run may claim: the requested one only when the settings in force are exactly
+    what that mode expects (none for hardened, the `weaken` overlay for weakened)."""
+    wanted = {s: {k: str(v) for k, v in env.items()} for s, env in (expected or {}).items() if env}
+    return requested if in_force == wanted else "custom"

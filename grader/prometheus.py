@@ -20,6 +20,10 @@ class PrometheusError(Exception):
     """Prometheus could not be reached or refused a query; the message says which and why."""
 
 
+class PrometheusUnreachable(PrometheusError):
+    """No answer at all (not running, wrong port), as opposed to a refused query."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One value of an instant query (a scalar result has no labels)."""
@@ -89,7 +93,9 @@ class Prometheus:
         try:
             response = self._client.get(url, params=params)
         except httpx.HTTPError as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.base_url}: {exc}") from exc
+            raise PrometheusUnreachable(
+                f"cannot reach Prometheus at {self.base_url}: {exc}"
+            ) from exc
         try:
             body = response.json()
         except ValueError:

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,11 @@ def _view(result: RunResult) -> dict[str, Any]:
         "required_failed": [c for c in failed if c["required"]],
         "charts": [_chart_view(c, result.phases, origin) for c in result.charts],
         "params": {k: json.dumps(v, default=str) for k, v in sorted(result.params.items())},
+        "mode": result.mode_label,
+        "settings": {
+            service: ", ".join(f"{k}={v}" for k, v in env.items())
+            for service, env in result.settings.items()
+        },
         "steady_state": {
             k: v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
             for k, v in result.steady_state.items()
@@ -177,7 +184,7 @@ def junit_xml(result: RunResult) -> str:
         ("title", result.title),
         ("seed", result.seed),
         ("runtime", result.runtime),
-        ("mode", result.mode),
+        ("mode", result.mode_label),
         ("score", f"{result.score}/{result.max_score}"),
         ("verdict", "PASS" if result.passed else "FAIL"),
     ):
@@ -239,13 +246,34 @@ def load_result(path: Path | str) -> RunResult:
     return RunResult.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def render_index(results: list[tuple[Path, RunResult]], out_dir: Path) -> None:
+@dataclass(frozen=True)
+class Expectation:
+    """What a selftest wanted of one run ("its guarded checks fail") and whether it got it.
+
+    A weakened run is meant to fail, so its own verdict says nothing about the selftest."""
+
+    wanted: str
+    met: bool
+
+
+def render_index(
+    results: list[tuple[Path, RunResult]],
+    out_dir: Path,
+    *,
+    expectations: Sequence[Expectation] | None = None,
+) -> None:
     """index.html and index.md for a drill of several scenarios; ``results`` pairs each run
-    folder with its result, and links are relative so the folder can be moved or archived."""
+    folder with its result, and links are relative so the folder can be moved or archived.
+
+    With ``expectations`` (one per result) the page is a selftest's: its verdict is whether
+    every run did what the selftest expected of it, not whether every run passed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if expectations is not None and len(expectations) != len(results):
+        raise ValueError("render_index needs one expectation per result")
     rows = []
-    for run_dir, result in results:
+    for i, (run_dir, result) in enumerate(results):
+        expectation = expectations[i] if expectations is not None else None
         link = os.path.relpath(Path(run_dir) / "report.html", out_dir).replace(os.sep, "/")
         rows.append(
             {
@@ -256,19 +284,23 @@ def render_index(results: list[tuple[Path, RunResult]], out_dir: Path) -> None:
                 "score": result.score,
                 "max_score": result.max_score,
                 "duration": duration_text(result.duration_s),
-                "mode": result.mode,
+                "mode": result.mode_label,
                 "link": link,
                 "md_link": os.path.relpath(Path(run_dir) / "report.md", out_dir).replace(
                     os.sep, "/"
                 ),
+                "wanted": expectation.wanted if expectation else "",
+                "met": expectation.met if expectation else result.passed,
             }
         )
     view = {
         "rows": rows,
+        "selftest": expectations is not None,
         "passed": sum(1 for r in rows if r["passed"]),
+        "met": sum(1 for r in rows if r["met"]),
         "score": sum(r["score"] for r in rows),
         "max_score": sum(r["max_score"] for r in rows),
-        "verdict": "PASS" if rows and all(r["passed"] for r in rows) else "FAIL",
+        "verdict": "PASS" if rows and all(r["met"] for r in rows) else "FAIL",
         "duration": duration_text(sum(r.duration_s for _, r in results)),
         "generated": _when(max((r.finished_at for _, r in results), default=datetime.now())),
     }

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grader.model import RunResult
-from grader.report import load_result, render_index, render_run
+from grader.report import Expectation, load_result, render_index, render_run
 from scenarios.config import LabConfig
 from scenarios.engine import EngineError, new_seed, run_scenario, run_selftest
 from scenarios.runtime import current_runtime
@@ -83,7 +83,10 @@ def _progress(quiet: bool) -> Callable[[str], None]:
 
 
 def _print_result(result: RunResult, out_dir: Path | None, target: Console) -> None:
-    table = Table(title=f"{result.scenario} ({result.mode}, seed {result.seed})", expand=False)
+    table = Table(
+        title=f"{result.scenario} ({result.mode_label}, seed {result.seed})", expand=False
+    )
+    table.add_column("id", no_wrap=True)
     table.add_column("check")
     table.add_column("result")
     table.add_column("points", justify="right")
@@ -93,7 +96,9 @@ def _print_result(result: RunResult, out_dir: Path | None, target: Console) -> N
         if not check.required and not check.passed:
             verdict = "[yellow]FAIL (optional)[/]"
         observed = check.error or str(check.evidence.get("observed", ""))
-        table.add_row(check.title, verdict, f"{check.points}/{check.max_points}", observed[:60])
+        table.add_row(
+            check.id, check.title, verdict, f"{check.points}/{check.max_points}", observed[:60]
+        )
     target.print(table)
     for error in result.errors:
         target.print(f"[red]error:[/] {error}", highlight=False)
@@ -252,6 +257,7 @@ def selftest(
     say = _progress(False)
     outcomes = []
     results: list[tuple[Path, RunResult]] = []
+    expectations: list[Expectation] = []
     for scenario in loaded:
         console.rule(f"selftest {scenario.name}")
         try:
@@ -259,10 +265,15 @@ def selftest(
         except EngineError as exc:
             raise RuntimeError_(str(exc)) from exc
         outcomes.append(outcome)
-        for mode, result in (("hardened", outcome.hardened), ("weakened", outcome.weakened)):
+        runs = (
+            ("hardened", outcome.hardened, "every required check passes", outcome.hardened_ok),
+            ("weakened", outcome.weakened, "its guarded checks fail", outcome.weakened_ok),
+        )
+        for mode, result, wanted, met in runs:
             if result is not None:
                 results.append((out_dir / f"{scenario.name}-{mode}", result))
-    render_index(results, out_dir)
+                expectations.append(Expectation(wanted, met))
+    render_index(results, out_dir, expectations=expectations)
     table = Table(title=f"selftest (seed {chosen})", expand=False)
     table.add_column("scenario")
     table.add_column("hardened passes")

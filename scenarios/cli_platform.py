@@ -7,6 +7,7 @@ is recorded there, so the other commands need no ``--runtime``. User errors surf
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -133,11 +134,18 @@ def status() -> None:
 
 
 # ==================================================================== logs
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``5m``, ``2h`` or ``1d``; ValueError for anything else."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
 def parse_since(text: str) -> datetime:
     """``90s``, ``5m``, ``2h``, ``1d`` ago, or an ISO timestamp (UTC unless it says otherwise)."""
-    match = _DURATION.match(text.strip())
-    if match:
-        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    if _DURATION.match(text.strip()):
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -150,17 +158,30 @@ def parse_since(text: str) -> datetime:
 def logs(
     component: Annotated[str, typer.Argument(help=f"one of: {', '.join(COMPONENTS)}")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
-    since: Annotated[str | None, typer.Option(help="e.g. 5m, 1h or an ISO timestamp")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="e.g. 5m, 1h or an ISO timestamp (default: since this sandbox's `lab up`)"
+        ),
+    ] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="last N lines")] = 100,
+    event: Annotated[
+        list[str] | None,
+        typer.Option("--event", "-e", help="only JSON lines with this event (repeatable)"),
+    ] = None,
 ) -> None:
-    """Print a component's log (JSON lines for the six services)."""
+    """Print a component's log (JSON lines for the six services), from this sandbox's start."""
     if component not in COMPONENTS:
         raise RuntimeError_(f"unknown component {component!r}; one of: {', '.join(COMPONENTS)}")
     config = LabConfig()
     runtime = current_runtime(config) or get_runtime("local", config)
-    start = parse_since(since) if since else None
+    # Log files outlive a sandbox (`lab down`, `lab up` appends): earlier sessions' lines would
+    # mix into a lab's `grep`, so the default is the current sandbox's lifetime.
+    start = parse_since(since) if since else runtime.sandbox_started_at()
+    keep = LogFilter(frozenset(event or ()))
     out = sys.stdout
-    for line in deque(runtime.log_lines(component, start), maxlen=lines):
+    shown = (kept for kept in map(keep, runtime.log_lines(component, start)) if kept is not None)
+    for line in deque(shown, maxlen=lines):
         out.write(line + "\n")
     out.flush()
     if not follow:
@@ -168,10 +189,34 @@ def logs(
     log_path = getattr(runtime, "log_path", None)
     if log_path is None:
         raise RuntimeError_(f"--follow is not supported by the {runtime.name} runtime")
-    _follow(log_path(component))
+    _follow(log_path(component), keep)
 
 
-def _follow(path: Any) -> None:
+class LogFilter:
+    """What `lab logs` shows of a line: only the asked-for events, without uvicorn's
+    ``color_message`` (the message again, with ANSI colour codes that garble a terminal)."""
+
+    def __init__(self, events: frozenset[str]) -> None:
+        self.events = events
+
+    def __call__(self, line: str) -> str | None:
+        if not line.lstrip().startswith("{"):
+            return None if self.events else line
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return None if self.events else line
+        if not isinstance(doc, dict):
+            return None if self.events else line
+        if self.events and doc.get("event") not in self.events:
+            return None
+        if "color_message" not in doc:
+            return line
+        doc.pop("color_message")
+        return json.dumps(doc)  # the same form the services write
+
+
+def _follow(path: Any, keep: LogFilter) -> None:
     """tail -f: print lines appended from now on until Ctrl-C (re-opens a rotated file)."""
     handle = None
     try:
@@ -185,8 +230,10 @@ def _follow(path: Any) -> None:
                     continue
             line = handle.readline()
             if line:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+                kept = keep(line.rstrip("\n"))
+                if kept is not None:
+                    sys.stdout.write(kept + "\n")
+                    sys.stdout.flush()
                 continue
             try:
                 rotated = path.stat().st_ino != _inode(handle)

@@ -26,7 +26,16 @@ import httpx
 
 from grader.charts import chart_from_query
 from grader.evaluate import evaluate_all
-from grader.model import Account, Chart, CheckResult, InvariantCheck, Phase, RunContext, RunResult
+from grader.model import (
+    Account,
+    Chart,
+    CheckResult,
+    InvariantCheck,
+    Phase,
+    RunContext,
+    RunResult,
+    effective_mode,
+)
 from grader.prometheus import Prometheus, PrometheusError
 from grader.report import render_run
 from scenarios.actions import OPS, ActionRunner
@@ -409,12 +418,17 @@ def run_scenario(
     )
     run.t0 = time.monotonic()
     started_at = _now()
+    # Recorded before the drill's own setup: a drill that reconfigures a service for its
+    # experiment (and undoes it) is still a run of the platform as it was configured.
+    in_force = runtime.settings_in_force()
+    claimed = effective_mode(mode, in_force, overlay)
     prom = Prometheus(endpoints.prometheus)
     run.prom = prom
     interrupted = False
     try:
         cleared = runtime.clear_state_keys()
-        run.say(f"{scenario.name} (seed {seed}, {mode}): cleared {cleared} state keys")
+        shown = _mode_text(claimed, in_force)
+        run.say(f"{scenario.name} (seed {seed}, {shown}): cleared {cleared} state keys")
         for action in scenario.setup_actions:
             run.say(f"setup: {action.describe()}")
             run.runner.run(action)
@@ -495,12 +509,22 @@ def run_scenario(
         max_score=sum(c.max_points for c in checks),
         passed=required_ok and steady_held and not run.errors,
         errors=run.errors,
-        mode=mode,
+        mode=claimed,
+        settings=in_force,
         traffic=traffic,
     )
     if out_dir is not None:
         render_run(result, out_dir)
     return result
+
+
+def _mode_text(mode: str, in_force: Mapping[str, Mapping[str, str]]) -> str:
+    if mode != "custom":
+        return mode
+    shown = "; ".join(
+        f"{s}: {', '.join(f'{k}={v}' for k, v in env.items())}" for s, env in in_force.items()
+    )
+    return f"weakened (custom): {shown}"
 
 
 def new_seed() -> int:
@@ -548,8 +572,10 @@ def run_selftest(
         out_dir=out_dir / f"{scenario.name}-hardened" if out_dir else None,
         progress=progress,
     )
-    hardened_ok = hardened.passed
-    if not hardened_ok:
+    hardened_ok = hardened.passed and hardened.mode == "hardened"
+    if hardened.mode != "hardened":
+        problems.append(f"the hardened run had settings in force: {hardened.settings}")
+    elif not hardened_ok:
         failed = [c.id for c in hardened.checks if not c.passed]
         problems.append(
             f"hardened run failed: checks {', '.join(failed) or 'none'}; "

@@ -185,6 +185,7 @@ def evaluate(spec: InvariantCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]
     if rule == "balance_non_negative":
         balance = api.balance()
         evidence["balance"] = plain(balance)
+        evidence["observed"] = f"balance {plain(balance)} USD"
         passed = balance >= ZERO
         evidence["comparison"] = f"{plain(balance)} >= 0: {'holds' if passed else 'does not hold'}"
     elif rule == "holdings_non_negative":
@@ -194,6 +195,11 @@ def evaluate(spec: InvariantCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]
         negative = {a: plain(q) for a, q in held.items() if q < ZERO}
         evidence["holdings"] = {a: plain(q) for a, q in sorted(held.items())}
         evidence["negative"] = negative
+        evidence["observed"] = (
+            "negative: " + ", ".join(f"{a} {q}" for a, q in negative.items())
+            if negative
+            else f"none negative ({len(held)} held)"
+        )
         passed = not negative
     elif rule == "ledger_equals_balance":
         passed = _ledger_equals_balance(api, evidence)
@@ -253,6 +259,7 @@ def _ledger_equals_balance(api: Api, evidence: dict[str, Any]) -> bool:
             "ledger_sum": plain(total),
             "balance": plain(balance),
             "difference": plain(balance - total),
+            "observed": f"ledger {plain(total)}, balance {plain(balance)}",
             "comparison": f"ledger {plain(total)} == balance {plain(balance)}: "
             + ("holds" if passed else "does not hold"),
         }
@@ -284,6 +291,10 @@ def _trades_equal_holdings(api: Api, asset_id: str | None, evidence: dict[str, A
             "equal": ok,
         }
     evidence["assets"] = rows
+    evidence["observed"] = (
+        "; ".join(f"{a}: trades {r['trades_sum']}, held {r['holding']}" for a, r in rows.items())
+        or "no trades, no holdings"
+    )
     differ = ", ".join(a for a, r in rows.items() if not r["equal"])
     evidence["comparison"] = (
         "trades equal holdings for every asset"

@@ -10,7 +10,7 @@ import abc
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from scenarios.config import LabConfig
@@ -117,6 +117,39 @@ class Runtime(abc.ABC):
     def clear_state_keys(self) -> int:
         """Delete the platform's transient Redis state (limiter counters, login failures,
         IP blocks, locks, fault flags: every ``cnop:*`` key but revoked tokens)."""
+
+    # --- what the sandbox runs with ---------------------------------------------------------
+    def sandbox_started_at(self) -> datetime | None:
+        """When this sandbox's `lab up` ran (``state.json``); None when nothing was started."""
+        from scenarios.runtime.sandbox import read_state  # sandbox imports this module
+
+        state = read_state(self.config.state_file)
+        stamp = state.get("started_at") if state else None
+        if not isinstance(stamp, str):
+            return None
+        try:
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def settings_in_force(self) -> dict[str, dict[str, str]]:
+        """The ``CNOP_*`` settings each service runs with beyond its defaults: the sandbox's
+        ``CNOP_LAB_SERVICE_ENV`` (every service) plus what reconfigure() gave it. Services on
+        their defaults are left out, so ``{}`` means the platform as shipped (hardened)."""
+        from scenarios.runtime.sandbox import read_state  # sandbox imports this module
+
+        state = read_state(self.config.state_file) or {}
+        common = state.get("service_env")
+        if not isinstance(common, dict):  # a runtime that does not record it reads the config
+            common = dict(self.config.service_env)
+        overrides = state.get("overrides") or {}
+        in_force: dict[str, dict[str, str]] = {}
+        for name in SERVICES:
+            env = {**common, **(overrides.get(name) or {})}
+            if env:
+                in_force[name] = {k: str(v) for k, v in sorted(env.items())}
+        return in_force
 
     # --- logs ----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -246,6 +246,21 @@ def test_consistent_account_passes_every_rule(ctx: RunContext) -> None:
     assert results[3].evidence["assets"]["BTC"]["trades_sum"] == "1.5"
 
 
+def test_every_money_rule_says_what_it_observed(ctx: RunContext) -> None:
+    """`lab run` prints evidence["observed"]; the money checks used to leave it blank."""
+    rules = [
+        inv("balance_non_negative", "alice"),
+        inv("holdings_non_negative", "alice"),
+        inv("ledger_equals_balance", "alice"),
+        inv("trades_equal_holdings", "alice", asset_id="btc"),
+    ]
+    observed = [r.evidence.get("observed") for r in evaluate_all(rules, ctx)]
+    assert observed[0] == "balance 55.30 USD"
+    assert observed[1].startswith("none negative")
+    assert observed[2] == "ledger 55.30, balance 55.30"
+    assert observed[3] == "BTC: trades 1.5, held 1.5"
+
+
 def test_inconsistent_account_fails(ctx: RunContext) -> None:
     results = {
         r.id: r

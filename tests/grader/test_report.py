@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from grader.model import Chart, RunResult
-from grader.report import junit_xml, load_result, render_index, render_run
+from grader.report import Expectation, junit_xml, load_result, render_index, render_run
 from tests.grader.samples import sample_result
 
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?//""", re.I)
@@ -109,3 +109,38 @@ def test_index_links_every_run(tmp_path: Path) -> None:
     assert not EXTERNAL.findall(html)
     md = (tmp_path / "index.md").read_text()
     assert "[report](runs/login-bruteforce/report.md)" in md
+
+
+def test_a_custom_run_says_weakened_custom_and_lists_its_settings(tmp_path: Path) -> None:
+    result = sample_result().model_copy(
+        update={"mode": "custom", "settings": {"gateway": {"CNOP_BREAKER_ENABLED": "false"}}}
+    )
+    render_run(result, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    for text in (md, html):
+        assert "weakened (custom)" in text and "CNOP_BREAKER_ENABLED=false" in text
+    assert "hardened" not in md
+    assert load_result(tmp_path).mode_label == "weakened (custom)"
+
+
+def test_selftest_index_shows_the_selftest_verdict_not_the_runs(tmp_path: Path) -> None:
+    """A weakened run is meant to fail: the selftest passed, so its index must say PASS."""
+    weakened = sample_result().model_copy(update={"mode": "weakened", "passed": False})
+    hardened = sample_result().model_copy(update={"passed": True, "score": 12})
+    runs = []
+    for name, result in (("hardened", hardened), ("weakened", weakened)):
+        render_run(result, tmp_path / name)
+        runs.append((tmp_path / name, result))
+    expectations = [
+        Expectation("every required check passes", True),
+        Expectation("its guarded checks fail", True),
+    ]
+    render_index(runs, tmp_path, expectations=expectations)
+    html = (tmp_path / "index.html").read_text()
+    md = (tmp_path / "index.md").read_text()
+    assert "Selftest" in html and "2 of 2 as expected" in html
+    assert '<div class="verdict pass"' in html
+    assert md.startswith("# ✅ PASS · CNOP Lab selftest")
+    render_index(runs, tmp_path, expectations=[expectations[0], Expectation("x", False)])
+    assert (tmp_path / "index.md").read_text().startswith("# ❌ FAIL")

@@ -7,7 +7,7 @@ probes and the clients in :class:`~cnop.core.context.ServiceContext`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -20,7 +20,7 @@ from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import LivenessReport, ReadinessCheck, health_router
 from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
-from cnop.core.metrics import MetricsMiddleware
+from cnop.core.metrics import MetricsMiddleware, init_known_series
 from cnop.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
 from cnop.core.problems import install_problem_handlers
 from cnop.core.redis import make_redis
@@ -82,8 +82,13 @@ def create_service_app(
     cors: bool = False,
     log_requests: bool = True,
     liveness: LivenessReport | None = None,
+    known_labels: Mapping[str, Sequence[str]] | None = None,
 ) -> FastAPI:
+    """``known_labels`` are the service's own label values (``{"upstreams": (...)}``) that
+    :data:`cnop.core.metrics.KNOWN_SERIES` refers to as ``"@upstreams"``."""
     configure_logging(settings.service_name, settings.log_level)
+    # Before anything is served or scraped: a drill's first event must be a change from 0.
+    init_known_series(settings.service_name, known_labels)
     ctx = build_context(settings, uses_dynamodb=uses_dynamodb)
 
     @asynccontextmanager

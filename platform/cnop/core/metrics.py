@@ -6,7 +6,10 @@ by defining its own variant. Labels are bounded: routes are templates, never raw
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,6 +79,106 @@ DEPENDENCY_ERRORS = Counter(
     "Calls to a dependency that failed, and whether the caller failed open or closed.",
     ["service", "dependency", "operation", "mode"],
 )
+
+# --- series exported at 0 from start-up ------------------------------------------------------
+# A labelled series only exists once ``.labels(...)`` was called. Were it born at its first
+# increment with the value already 1, ``increase()`` and ``rate()`` would never see that first
+# event (they need two samples), so a drill's only rejection or breaker transition would read 0.
+# Every series whose label values are known in advance is therefore created at 0 when a
+# service starts, from the table below.
+#
+# A label's values are either literal (a tuple of strings) or ``"@name"``: a value set the
+# service hands to :func:`init_known_series` because it depends on the service (its upstreams,
+# its lock operations). Labels that only make sense together (a breaker's from and to state) are
+# one key, ``"from_state,to_state"``, with tuples as values. Adding a metric is one line here.
+BREAKER_MOVES = (
+    ("closed", "open"),
+    ("open", "half-open"),
+    ("half-open", "closed"),
+    ("half-open", "open"),
+)
+LabelValues = str | Sequence[str] | Sequence[Sequence[str]]
+
+
+@dataclass(frozen=True)
+class KnownSeries:
+    """The label sets of one metric that ``services`` (``"*"``: every service) create at 0."""
+
+    metric: Counter | Histogram
+    services: tuple[str, ...]
+    labels: Mapping[str, LabelValues]
+
+
+KNOWN_SERIES: tuple[KnownSeries, ...] = (
+    KnownSeries(
+        BREAKER_TRANSITIONS,
+        ("gateway", "insights"),
+        {"upstream": "@upstreams", "from_state,to_state": BREAKER_MOVES},
+    ),
+    KnownSeries(BREAKER_REJECTIONS, ("gateway", "insights"), {"upstream": "@upstreams"}),
+    KnownSeries(
+        UPSTREAM_REQUESTS,
+        ("gateway",),
+        {"upstream": "@upstreams", "outcome": ("success", "failure", "timeout", "rejected")},
+    ),
+    KnownSeries(
+        RATE_LIMIT_DECISIONS,
+        ("gateway",),
+        {"policy": ("ip", "user", "login_ip", "login_user"), "decision": ("allowed", "limited")},
+    ),
+    KnownSeries(LOGIN_ATTEMPTS, ("gateway",), {"result": ("success", "failure", "blocked")}),
+    KnownSeries(TOKEN_VALIDATIONS, ("*",), {"result": ("valid", "expired", "invalid", "revoked")}),
+    KnownSeries(
+        LOCK_ACQUISITIONS,
+        ("user", "order"),
+        {"operation": "@lock_operations", "result": ("acquired", "timeout")},
+    ),
+    KnownSeries(LOCK_WAIT, ("user", "order"), {"operation": "@lock_operations"}),
+    KnownSeries(LOCK_HOLD, ("user", "order"), {"operation": "@lock_operations"}),
+    KnownSeries(
+        ORDERS, ("order",), {"order_type": "@order_types", "result": ("completed", "rejected")}
+    ),
+    KnownSeries(TRANSACTION_CONFLICTS, ("user", "order"), {"operation": "@transaction_operations"}),
+    KnownSeries(INSIGHTS_REQUESTS, ("insights",), {"source": ("llm", "cache", "fallback")}),
+)
+
+
+def _label_sets(
+    known: KnownSeries, values: Mapping[str, Sequence[str]]
+) -> Iterator[dict[str, str]]:
+    groups: list[list[dict[str, str]]] = []
+    for key, spec in known.labels.items():
+        if isinstance(spec, str):
+            name = spec.removeprefix("@")
+            if name not in values:
+                metric = getattr(known.metric, "_name", known.metric)
+                raise KeyError(f"{metric}: the service supplies no {spec!r} values")
+            spec = values[name]
+        names = key.split(",")
+        rows = [(v,) if isinstance(v, str) else tuple(v) for v in spec]
+        groups.append([dict(zip(names, row, strict=True)) for row in rows])
+    for combo in itertools.product(*groups):
+        yield {k: v for part in combo for k, v in part.items()}
+
+
+def init_known_series(
+    service: str,
+    values: Mapping[str, Sequence[str]] | None = None,
+    table: Sequence[KnownSeries] = KNOWN_SERIES,
+) -> int:
+    """Create at 0 every series of ``table`` that ``service`` exports; returns how many.
+
+    Idempotent (``.labels`` returns the existing child), so a test creating several apps in one
+    process is fine. Raises KeyError when an entry needs a value set the service did not supply.
+    """
+    created = 0
+    for known in table:
+        if "*" not in known.services and service not in known.services:
+            continue
+        for labels in _label_sets(known, values or {}):
+            known.metric.labels(**labels)
+            created += 1
+    return created
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

@@ -14,6 +14,7 @@ from cnop.core.context import ServiceContext
 from cnop.core.logging import log_event
 from cnop.services.insights.api import STATE_KEY, InsightsState, router, state
 from cnop.services.insights.cache import InsightsCache
+from cnop.services.insights.llm import UPSTREAM as LLM_UPSTREAM
 from cnop.services.insights.llm import GeminiSummarizer
 from cnop.services.insights.settings import Settings
 
@@ -41,4 +42,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         uses_dynamodb=False,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        known_labels={"upstreams": (LLM_UPSTREAM,)},
     )

@@ -29,4 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             parallelism=settings.argon2_parallelism,
         )
 
-    return create_service_app(settings, title="CNOP user", routers=[router], on_startup=on_startup)
+    return create_service_app(
+        settings,
+        title="CNOP user",
+        routers=[router],
+        on_startup=on_startup,
+        known_labels={
+            "lock_operations": ("deposit", "withdraw", "claim"),
+            "transaction_operations": ("deposit", "withdraw", "claim", "register", "profile"),
+        },
+    )

@@ -17,7 +17,12 @@ import typer
 
 from scenarios.runtime.base import RuntimeError_
 
-COMMAND_MODULES = ("scenarios.cli_platform", "scenarios.cli_drills", "scenarios.cli_images")
+COMMAND_MODULES = (
+    "scenarios.cli_platform",
+    "scenarios.cli_drills",
+    "scenarios.cli_images",
+    "scenarios.cli_instructor",
+)
 
 
 class LabApp(typer.Typer):

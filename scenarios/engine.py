@@ -24,12 +24,15 @@ from typing import Any, Literal
 
 import httpx
 
+from grader.bundles import seal_result
 from grader.charts import chart_from_query
 from grader.evaluate import evaluate_all
 from grader.model import Account, Chart, CheckResult, InvariantCheck, Phase, RunContext, RunResult
 from grader.prometheus import Prometheus, PrometheusError
 from grader.report import render_run
 from scenarios.actions import OPS, ActionRunner
+from scenarios.provenance import RunTags
+from scenarios.provenance import collect as collect_provenance
 from scenarios.runtime.base import Runtime, RuntimeError_
 from scenarios.schema import HttpProbe, PromQLProbe, Scenario, TrafficStep
 from scenarios.traffic import (
@@ -384,8 +387,12 @@ def run_scenario(
     progress: Progress | None = None,
     mode: Literal["hardened", "weakened"] = "hardened",
     overlay: Mapping[str, Mapping[str, str]] | None = None,
+    tags: RunTags | None = None,
 ) -> RunResult:
     """Run one scenario end to end and (when ``out_dir`` is given) write its report.
+
+    ``tags`` name the student and the assignment; the result records them with the run's
+    provenance, and a run for an assignment is sealed with its key (grader.bundles).
 
     Raises :class:`EngineError` when the platform is not running, and re-raises
     ``KeyboardInterrupt`` after the rollbacks ran.
@@ -409,6 +416,7 @@ def run_scenario(
     )
     run.t0 = time.monotonic()
     started_at = _now()
+    provenance = collect_provenance(scenario, runtime, tags)
     prom = Prometheus(endpoints.prometheus)
     run.prom = prom
     interrupted = False
@@ -497,7 +505,10 @@ def run_scenario(
         errors=run.errors,
         mode=mode,
         traffic=traffic,
+        provenance=provenance,
     )
+    if tags is not None and tags.assignment is not None and tags.seal_key is not None:
+        result = seal_result(result, tags.seal_key, tags.assignment.key_id)
     if out_dir is not None:
         render_run(result, out_dir)
     return result
@@ -536,6 +547,7 @@ def run_selftest(
     seed: int,
     out_dir: Path | None = None,
     progress: Progress | None = None,
+    tags: RunTags | None = None,
 ) -> SelftestOutcome:
     """Run ``scenario`` hardened (every check must pass), then with its ``weaken`` settings
     (every check with ``guards`` must fail, or the check proves nothing); restores defaults."""
@@ -547,6 +559,7 @@ def run_selftest(
         seed=seed,
         out_dir=out_dir / f"{scenario.name}-hardened" if out_dir else None,
         progress=progress,
+        tags=tags,
     )
     hardened_ok = hardened.passed
     if not hardened_ok:
@@ -574,6 +587,7 @@ def run_selftest(
                 progress=progress,
                 mode="weakened",
                 overlay=scenario.weaken,
+                tags=tags,
             )
         finally:
             for service in scenario.weaken:

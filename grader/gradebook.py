@@ -31,6 +31,8 @@ from grader.bundles import VerifiedBundle
 from grader.evaluate import reevaluate
 from grader.model import CheckResult, CheckSpec
 
+REDACTED = "<redacted>"  # how provenance records a secret setting (scenarios.provenance)
+
 __all__ = [
     "CSV_COLUMNS",
     "StudentGrade",
@@ -155,11 +157,19 @@ def _flag_run(
         grade.flags.append(f"{name} ran from a modified scenario file (sha256 {ran_sha[:12]})")
     if assigned and assigned.parameters and data.get("params") != assigned.parameters:
         grade.flags.append(f"{name} ran with other parameters than assigned")
-    settings = provenance.get("settings") or {}
-    wanted = assignment.settings
-    if settings != wanted:
+    settings = _comparable(provenance.get("settings") or {})
+    if settings != _comparable(assignment.settings):
         shown = json.dumps(settings, sort_keys=True) if settings else "the defaults"
         grade.flags.append(f"{name} ran with settings {shown}, not the assigned ones")
+
+
+def _comparable(settings: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Settings as they decide a grade: secrets (recorded redacted) say nothing about it."""
+    kept = {
+        service: {k: v for k, v in env.items() if v != REDACTED}
+        for service, env in settings.items()
+    }
+    return {service: env for service, env in kept.items() if env}
 
 
 # --- outputs ------------------------------------------------------------------------------
@@ -302,11 +312,11 @@ def _html_view(
             g = grade.checks.get(column["key"])
             if not grade.verified:
                 cells.append(
-                    {"state": "void", "text": "-", "title": "unverifiable", "regraded": False}
+                    {"state": "void", "text": "", "title": "unverifiable", "regraded": False}
                 )
             elif g is None:
                 cells.append(
-                    {"state": "missing", "text": "no run", "title": "no run", "regraded": False}
+                    {"state": "missing", "text": "-", "title": "no run", "regraded": False}
                 )
             else:
                 r = g.result
@@ -337,7 +347,7 @@ def _html_view(
         )
     return {
         "a": assignment,
-        "due": assignment.due.isoformat() if assignment.due else "none",
+        "due": assignment.due.strftime("%Y-%m-%d %H:%M UTC") if assignment.due else "none",
         "columns": columns,
         "stats": stats,
         "most_failed": most_failed,

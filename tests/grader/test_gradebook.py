@@ -390,3 +390,47 @@ def test_cli_grade_exit_codes_and_one_line_errors(course: dict[str, Any], tmp_pa
     )
     assert run.exit_code == 2
     assert "does not ask for order-race" in run.output or "student" in run.output
+
+
+def test_the_seal_survives_lab_report_but_not_an_edited_provenance(
+    course: dict[str, Any], tmp_path: Path
+) -> None:
+    from grader.bundles import seal_valid
+    from grader.report import load_result
+
+    run = make_run(tmp_path / "run", course, "nia", healthy=True)
+    render_run(load_result(run), run)  # what `lab report RUN_DIR` does
+    data = json.loads((run / "result.json").read_text())
+    assert seal_valid(data, course["signer"])
+    data["provenance"]["student"] = "someone-else"
+    assert not seal_valid(data, course["signer"])
+
+
+def test_a_run_with_other_settings_than_assigned_is_flagged(
+    course: dict[str, Any], tmp_path: Path
+) -> None:
+    def weakened(data: dict[str, Any]) -> None:
+        data["provenance"]["settings"] = {
+            "all": {"CNOP_GEMINI_API_KEY": "<redacted>"},
+            "gateway": {"CNOP_RATE_LIMIT_ENABLED": "false"},
+        }
+
+    quiet = make_run(tmp_path / "quiet", course, "olu", healthy=True)
+    edit_result(
+        quiet,
+        lambda d: d["provenance"].update(settings={"all": {"CNOP_GEMINI_API_KEY": "<redacted>"}}),
+    )
+    loud = make_run(tmp_path / "loud", course, "pat", healthy=True)
+    edit_result(loud, weakened)
+    # Re-seal as `lab run` would have, since these settings were in force during the run.
+    for folder in (quiet, loud):
+        data = RunResult.model_validate_json((folder / "result.json").read_text())
+        render_run(seal_result(data, course["signer"], course["assignment"].key_id), folder)
+    bundles = [
+        make_bundle([f], course["assignment"], tmp_path / f"{f.name}.zip", course["signer"])[0]
+        for f in (quiet, loud)
+    ]
+    grades = grade_all(course, bundles, tmp_path / "gb")
+    assert grades["olu"].verified and not grades["olu"].flags
+    assert grades["pat"].verified
+    assert any("CNOP_RATE_LIMIT_ENABLED" in f for f in grades["pat"].flags)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from grader.assignments import Assignment
+from grader.assignments import STUDENT_PATTERN, Assignment
 from grader.bundles import VerifiedBundle
 from grader.evaluate import reevaluate
 from grader.model import CheckResult, CheckSpec
@@ -88,6 +89,15 @@ def _parse_time(text: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _safe_student(claimed: str | None, path: Path) -> str:
+    """The id a bundle claims when it is a valid one, else one made from the file name: the id
+    names a folder of the gradebook, so ``../x`` must never get there."""
+    if claimed and re.match(STUDENT_PATTERN, claimed):
+        return claimed
+    stem = re.sub(r"[^A-Za-z0-9._@+-]", "_", path.stem)[:60].lstrip("._-+@") or "bundle"
+    return stem
+
+
 def grade_bundle(
     bundle: VerifiedBundle,
     assignment: Assignment,
@@ -97,11 +107,14 @@ def grade_bundle(
     """One student's grade; ``specs`` are the instructor's checks per scenario (loaded with the
     assignment's parameters), ``scenario_sha256`` the instructor's scenario file digests."""
     grade = StudentGrade(
-        student=bundle.student or bundle.path.stem,
+        student=_safe_student(bundle.student, bundle.path),
         bundle=bundle.path.name,
         verified=bundle.verified,
         problems=[*bundle.problems, *(f"{r.member}: {p}" for r in bundle.runs for p in r.problems)],
     )
+    if bundle.student and grade.student != bundle.student:
+        grade.verified = False
+        grade.problems.append(f"the bundle names an invalid student id {bundle.student[:80]!r}")
     if not grade.verified:
         return grade
     newest: dict[str, dict[str, Any]] = {}

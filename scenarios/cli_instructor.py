@@ -2,7 +2,8 @@
 
 Thin faces over :mod:`grader.assignments`, :mod:`grader.bundles` and :mod:`grader.gradebook`.
 Usage errors print one line and exit 2; ``lab grade`` exits 3 when it could not grade (no
-bundle found), 0 when it wrote a gradebook (unverifiable bundles are listed in it, not fatal).
+bundle found, an assigned scenario missing from this checkout), 0 when it wrote a gradebook
+(unverifiable bundles are listed in it, not fatal).
 docs/instructors.md walks through all three.
 """
 
@@ -183,7 +184,7 @@ def _instructor_checks(assignment: Assignment) -> tuple[dict[str, list[CheckSpec
     files = available()
     for item in assignment.scenarios:
         if item.name not in files:
-            _fail(f"scenario {item.name} is not in this lab's scenarios/ (update your checkout)")
+            _fail(f"scenario {item.name} is not in this lab's scenarios/ (update your checkout)", 3)
         overrides = {
             k: (str(v).lower() if isinstance(v, bool) else str(v))
             for k, v in item.parameters.items()
@@ -191,7 +192,7 @@ def _instructor_checks(assignment: Assignment) -> tuple[dict[str, list[CheckSpec
         try:
             scenario = load_scenario(files[item.name], overrides)
         except ScenarioError as exc:
-            _fail(str(exc))
+            _fail(str(exc), 3)
         specs[item.name] = list(scenario.checks)
         digests[item.name] = file_sha256(files[item.name])
     return specs, digests

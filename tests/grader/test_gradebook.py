@@ -434,3 +434,23 @@ def test_a_run_with_other_settings_than_assigned_is_flagged(
     assert grades["olu"].verified and not grades["olu"].flags
     assert grades["pat"].verified
     assert any("CNOP_RATE_LIMIT_ENABLED" in f for f in grades["pat"].flags)
+
+
+def test_a_bundle_naming_a_path_as_student_never_writes_outside_the_gradebook(
+    course: dict[str, Any], tmp_path: Path
+) -> None:
+    run = make_run(tmp_path / "run", course, "quinn", healthy=True)
+    bundle = make_bundle([run], course["assignment"], tmp_path / "q.zip", course["signer"])[0]
+    _rewrite(
+        bundle,
+        lambda m: m.update(
+            {"manifest.json": m["manifest.json"].replace(b'"quinn"', b'"../../escaped"')}
+        ),
+    )
+    out = tmp_path / "deep" / "gb"
+    grades = grade_all(course, [bundle], out)
+    [grade] = grades.values()
+    assert not grade.verified
+    assert grade.student == "q"
+    assert (out / "results" / "q" / "results.json").exists()
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep" / "escaped").exists()

@@ -197,6 +197,7 @@ def recording_env(env: CheckEnv) -> tuple[CheckEnv, Tape]:
         _prom=_RecordingProm(lambda: env.prom, tape),  # type: ignore[arg-type]
         _http=_RecordingHttp(lambda: env.http, ctx.gateway_url, tape),  # type: ignore[arg-type]
         tokens=env.tokens,
+        sleep=env.sleep,
     )
     return recorded, tape
 
@@ -398,4 +399,5 @@ def replay_env(raw: dict[str, Any]) -> CheckEnv:
         ctx=ctx,
         _prom=_ReplayProm(list(raw.get("prometheus", []))),  # type: ignore[arg-type]
         _http=_ReplayHttp(list(raw.get("http", []))),  # type: ignore[arg-type]
+        sleep=lambda _seconds: None,
     )

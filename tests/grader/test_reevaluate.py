@@ -201,3 +201,25 @@ def test_a_check_without_raw_evidence_fails_with_a_reason() -> None:
     again = reevaluate(spec, None)
     assert not again.passed
     assert again.error
+
+
+def test_replaying_a_rate_limited_read_does_not_wait_out_its_retry_after() -> None:
+    """Live, the first portfolio read is a 429 with Retry-After: 1 and the check waits; the
+    re-grade replays both answers without waiting (a class of 300 is graded in seconds)."""
+    from tests.conftest import serve_in_thread
+
+    with serve_in_thread(test_invariant.stand_in(), lifespan="auto") as url:
+        ctx = RunContext(
+            prometheus_url="http://127.0.0.1:9",
+            gateway_url=url,
+            phases={},
+            accounts={"alice": Account(username="alice_trader", password="Alice-Secret-1")},
+        )
+        spec = InvariantCheck(id="i1", title="t", account="alice", rule="holdings_non_negative")
+        [live] = evaluate_all([spec], ctx)
+    raw = stored(live)
+    assert [c["status"] for c in raw["http"] if c["path"].endswith("/portfolio")] == [429, 200]
+    started = time.monotonic()
+    again = reevaluate(spec, raw)
+    assert time.monotonic() - started < 0.5
+    same_verdict(live, again)

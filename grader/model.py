@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # 1.1 added each check's raw evidence (``CheckResult.raw``), the run's provenance and its seal;
 # every 1.x result reads with this model (the new fields are optional).
 RESULT_SCHEMA_VERSION = "1.1"
-READABLE_SCHEMA_VERSIONS = ("1.0", "1.1")
 
 
 class _Spec(BaseModel):

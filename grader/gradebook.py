@@ -68,9 +68,6 @@ class StudentGrade:
     def score(self) -> int:
         return sum(g.result.points for g in self.checks.values())
 
-    def max_score(self, specs: dict[str, list[CheckSpec]]) -> int:
-        return sum(s.points for checks in specs.values() for s in checks)
-
     @property
     def regraded(self) -> list[str]:
         """Checks whose verdict in the student's result.json differs from the grader's."""

@@ -81,8 +81,13 @@ def seal_valid(data: dict[str, Any], key: bytes) -> bool:
 def _logs_excerpt(data: dict[str, Any]) -> str:
     lines = []
     for check in data.get("checks") or []:
-        for read in (check.get("raw") or {}).get("logs") or []:
-            for event in read.get("events") or []:
+        raw = check.get("raw") if isinstance(check, dict) else None
+        reads = raw.get("logs") if isinstance(raw, dict) else None
+        for read in reads if isinstance(reads, list) else []:
+            events = read.get("events") if isinstance(read, dict) else None
+            for event in events if isinstance(events, list) else []:
+                if not isinstance(event, dict):
+                    continue
                 lines.append(
                     json.dumps(
                         {"check": check.get("id"), "service": read.get("service"), **event},

@@ -75,13 +75,16 @@ def resolve_value_from(spec: CheckSpec, stats: dict[str, Any]) -> CheckSpec:
 def reevaluate(spec: CheckSpec, evidence: dict[str, Any] | None) -> CheckResult:
     """The check graded again from a run's stored raw evidence alone (no network): the same
     evaluator as the live run, on sources that answer from the tape. A pure function."""
+    stored = evidence if isinstance(evidence, dict) else None
     try:
-        env = replay_env(evidence or {})
+        env = replay_env(stored)
     except CheckError as exc:
-        return _result(spec, False, {}, str(exc), evidence)
+        return _result(spec, False, {}, str(exc), stored)
+    except Exception as exc:  # malformed evidence fails the check, never the grading
+        return _result(spec, False, {}, f"malformed evidence: {type(exc).__name__}", stored)
     spec = resolve_value_from(spec, env.ctx.params)
     passed, found, error = _judge(spec, env)
-    return _result(spec, passed, found, error, evidence)
+    return _result(spec, passed, found, error, stored)
 
 
 def evaluate(spec: CheckSpec, ctx: RunContext) -> CheckResult:

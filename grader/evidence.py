@@ -364,7 +364,7 @@ def _observations(name: str, columns: dict[str, list[Any]]) -> list[Observation]
     ]
 
 
-def replay_env(raw: dict[str, Any]) -> CheckEnv:
+def replay_env(raw: dict[str, Any] | None) -> CheckEnv:
     """An environment that answers only from a stored tape; it never touches the network."""
     if not isinstance(raw, dict):
         raise CheckError("the run holds no raw evidence for this check")

@@ -114,6 +114,23 @@ def grade_bundle(
         grade.problems.append(f"the bundle names an invalid student id {bundle.student[:80]!r}")
     if not grade.verified:
         return grade
+    try:
+        _grade_runs(grade, bundle, assignment, specs, scenario_sha256)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # Only a run crafted with the signing key gets here: it is listed, never half graded.
+        grade.verified = False
+        grade.checks.clear()
+        grade.problems.append(f"the run data is malformed ({type(exc).__name__}: {exc})")
+    return grade
+
+
+def _grade_runs(
+    grade: StudentGrade,
+    bundle: VerifiedBundle,
+    assignment: Assignment,
+    specs: dict[str, list[CheckSpec]],
+    scenario_sha256: dict[str, str],
+) -> None:
     newest: dict[str, dict[str, Any]] = {}
     for run in bundle.runs:
         name = str(run.data.get("scenario"))
@@ -145,7 +162,6 @@ def grade_bundle(
             "result.json claims other verdicts than its evidence shows: "
             + ", ".join(grade.regraded)
         )
-    return grade
 
 
 def _flag_run(

@@ -454,3 +454,36 @@ def test_a_bundle_naming_a_path_as_student_never_writes_outside_the_gradebook(
     assert grade.student == "q"
     assert (out / "results" / "q" / "results.json").exists()
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep" / "escaped").exists()
+
+
+def test_malformed_sealed_evidence_is_listed_not_a_crash(
+    course: dict[str, Any], tmp_path: Path
+) -> None:
+    """A run crafted with the signing key (re-sealed after nonsense was put in) is graded as
+    failing checks or listed as malformed; grading never stops."""
+    from grader.bundles import _mac, _sealed_bytes
+
+    run = make_run(tmp_path / "run", course, "ray", healthy=True)
+
+    def nonsense(data: dict[str, Any]) -> None:
+        data["checks"][0]["raw"] = {"phases": "x", "params": [1, 2], "traffic": 3}
+        data["checks"][1]["raw"] = "not even a dict"
+        data["seal"]["mac"] = _mac(course["signer"], _sealed_bytes(data))
+
+    edit_result(run, nonsense)
+    odd = make_run(tmp_path / "odd", course, "sam", healthy=True)
+
+    def provenance_list(data: dict[str, Any]) -> None:
+        data["provenance"]["settings"] = ["not", "a", "mapping"]
+        data["seal"]["mac"] = _mac(course["signer"], _sealed_bytes(data))
+
+    edit_result(odd, provenance_list)
+    bundles = [
+        make_bundle([f], course["assignment"], tmp_path / f"{f.name}.zip", course["signer"])[0]
+        for f in (run, odd)
+    ]
+    grades = grade_all(course, bundles, tmp_path / "gb")
+    assert grades["ray"].verified and grades["ray"].score == 0
+    assert all(g.result.error for g in grades["ray"].checks.values())
+    assert not grades["sam"].verified
+    assert any("malformed" in p for p in grades["sam"].problems)

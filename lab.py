@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "scenarios.cli_query",
     "scenarios.cli_drills",
     "scenarios.cli_images",
+    "scenarios.cli_instructor",
 )
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from grader.checks import invariant, logs, promql, traffic
 from grader.checks.common import CheckEnv, CheckError
-from grader.model import CheckResult, CheckSpec, RunContext
+from grader.evidence import recording_env, replay_env, tape_evidence
+from grader.model import CheckResult, CheckSpec, InvariantCheck, RunContext
 
 _EVALUATORS: dict[str, Callable[[Any, CheckEnv], tuple[bool, dict[str, Any]]]] = {
     "promql": promql.evaluate,
@@ -21,7 +22,13 @@ _EVALUATORS: dict[str, Callable[[Any, CheckEnv], tuple[bool, dict[str, Any]]]] =
 }
 
 
-def _result(spec: CheckSpec, passed: bool, evidence: dict[str, Any], error: str | None):
+def _result(
+    spec: CheckSpec,
+    passed: bool,
+    evidence: dict[str, Any],
+    error: str | None,
+    raw: dict[str, Any] | None = None,
+) -> CheckResult:
     return CheckResult(
         id=spec.id,
         title=spec.title,
@@ -34,18 +41,50 @@ def _result(spec: CheckSpec, passed: bool, evidence: dict[str, Any], error: str 
         hint=spec.hint,
         evidence=evidence,
         error=error,
+        raw=raw,
     )
 
 
-def evaluate_with(spec: CheckSpec, env: CheckEnv) -> CheckResult:
-    """One check with the clients of ``env`` (shared by the checks of a run)."""
+def _judge(spec: CheckSpec, env: CheckEnv) -> tuple[bool, dict[str, Any], str | None]:
     try:
         passed, evidence = _EVALUATORS[spec.kind](spec, env)
     except CheckError as exc:
-        return _result(spec, False, {}, str(exc))
+        return False, {}, str(exc)
     except Exception as exc:  # a check must never crash the run
-        return _result(spec, False, {}, f"{type(exc).__name__}: {exc}")
-    return _result(spec, passed, evidence, None)
+        return False, {}, f"{type(exc).__name__}: {exc}"
+    return passed, evidence, None
+
+
+def evaluate_with(spec: CheckSpec, env: CheckEnv) -> CheckResult:
+    """One check with the clients of ``env`` (shared by the checks of a run); what it read is
+    kept raw in ``CheckResult.raw``."""
+    recorded, tape = recording_env(env)
+    passed, evidence, error = _judge(spec, recorded)
+    return _result(spec, passed, evidence, error, tape_evidence(spec, recorded, tape))
+
+
+def resolve_value_from(spec: CheckSpec, stats: dict[str, Any]) -> CheckSpec:
+    """An invariant's ``value_from`` (a number the traffic learned) copied into ``value``."""
+    if isinstance(spec, InvariantCheck) and spec.value_from:
+        value = stats.get(spec.value_from)
+        number = float(value) if isinstance(value, int | float) else None
+        return spec.model_copy(update={"value": number})
+    return spec
+
+
+def reevaluate(spec: CheckSpec, evidence: dict[str, Any] | None) -> CheckResult:
+    """The check graded again from a run's stored raw evidence alone (no network): the same
+    evaluator as the live run, on sources that answer from the tape. A pure function."""
+    stored = evidence if isinstance(evidence, dict) else None
+    try:
+        env = replay_env(stored)
+    except CheckError as exc:
+        return _result(spec, False, {}, str(exc), stored)
+    except Exception as exc:  # malformed evidence fails the check, never the grading
+        return _result(spec, False, {}, f"malformed evidence: {type(exc).__name__}", stored)
+    spec = resolve_value_from(spec, env.ctx.params)
+    passed, found, error = _judge(spec, env)
+    return _result(spec, passed, found, error, stored)
 
 
 def evaluate(spec: CheckSpec, ctx: RunContext) -> CheckResult:

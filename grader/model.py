@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RESULT_SCHEMA_VERSION = "1.0"
+# 1.1 added each check's raw evidence (``CheckResult.raw``), the run's provenance and its seal;
+# every 1.x result reads with this model (the new fields are optional).
+RESULT_SCHEMA_VERSION = "1.1"
 
 
 class _Spec(BaseModel):
@@ -170,6 +172,9 @@ class CheckResult(BaseModel):
     hint: str = ""  # shown when failed
     evidence: dict[str, Any] = {}  # query, window, samples, counts, ...
     error: str | None = None  # the check could not be evaluated (counts as failed)
+    # What the check read (queries and answers, API reads, log events, traffic records), so it
+    # can be graded again from the run alone (grader.evidence; schema 1.1, None before).
+    raw: dict[str, Any] | None = None
 
 
 class SeriesPoint(BaseModel):
@@ -184,6 +189,26 @@ class Chart(BaseModel):
     unit: str = ""
     series: dict[str, list[SeriesPoint]]  # legend -> points
     shaded: list[str] = []  # phase names to shade
+
+
+class Provenance(BaseModel):
+    """Who ran what, where and how (schema 1.1): what an instructor needs to grade a run later."""
+
+    student: str | None = None
+    host: str = ""
+    os: str = ""
+    python: str = ""
+    lab_version: str = ""
+    git_commit: str | None = None  # None outside a git checkout
+    git_dirty: bool | None = None
+    scenario_file: str = ""
+    scenario_sha256: str | None = None
+    # CNOP_* service settings in force that differ from the defaults: service (or "all" for
+    # what every service got) -> settings. Empty: the platform ran with its hardened defaults.
+    settings: dict[str, dict[str, str]] = {}
+    # CNOP_LAB_* settings given explicitly (secrets left out).
+    lab_settings: dict[str, Any] = {}
+    assignment: dict[str, str] | None = None  # name, key_id: the run was made for it
 
 
 class RunResult(BaseModel):
@@ -213,6 +238,18 @@ class RunResult(BaseModel):
     mode: Literal["hardened", "weakened", "custom"] = "hardened"
     # The CNOP_* settings each service ran with beyond its defaults when the run began.
     settings: dict[str, dict[str, str]] = {}
+    provenance: Provenance | None = None  # schema 1.1
+    # HMAC over the provenance and every check's raw evidence, with the assignment's key
+    # (grader.bundles.seal_result); set only for runs made with `--assignment`.
+    seal: dict[str, str] | None = None
+
+    @field_validator("schema_version")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        major = RESULT_SCHEMA_VERSION.split(".")[0]
+        if value.split(".")[0] != major:
+            raise ValueError(f"result schema {value} is not readable (this lab reads {major}.x)")
+        return value
 
     @property
     def mode_label(self) -> str:

@@ -22,6 +22,7 @@ from grader.model import RunResult
 from grader.report import Expectation, load_result, render_index, render_run
 from scenarios.config import LabConfig
 from scenarios.engine import EngineError, new_seed, run_scenario, run_selftest
+from scenarios.provenance import RunTags, TagError, assigned_settings, run_tags
 from scenarios.runtime import current_runtime
 from scenarios.runtime.base import INFRA, SERVICES, Runtime, RuntimeError_
 from scenarios.schema import (
@@ -66,6 +67,26 @@ def _load(name: str, params: list[str] | None = None) -> Scenario:
     try:
         return load_scenario(find(name), parse_overrides(params))
     except ScenarioError as exc:
+        _usage_error(str(exc))
+
+
+StudentOption = Annotated[
+    str | None,
+    typer.Option("--student", help="your student id (default: $CNOP_STUDENT); recorded in the run"),
+]
+AssignmentOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--assignment",
+        help="an assignment file from your instructor: tags and seals the run (needs --student)",
+    ),
+]
+
+
+def _tags(student: str | None, assignment: Path | None, names: list[str]) -> RunTags:
+    try:
+        return run_tags(student, assignment, names)
+    except TagError as exc:
         _usage_error(str(exc))
 
 
@@ -142,16 +163,29 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the result as JSON on stdout")
     ] = False,
+    student: StudentOption = None,
+    assignment: AssignmentOption = None,
 ) -> None:
     """Run one drill and grade it; exits 0 only when every required check passed."""
     scenario = _load(name, param)
+    tags = _tags(student, assignment, [scenario.name])
     runtime = _runtime()
     out_dir = out or Path("runs") / f"{scenario.name}-{_stamp()}"
     chosen = seed if seed is not None else new_seed()
+    say = _progress(as_json)
+    settings = tags.assignment.settings if tags.assignment else {}
     try:
-        result = run_scenario(
-            scenario, runtime, seed=chosen, out_dir=out_dir, progress=_progress(as_json)
-        )
+        with assigned_settings(runtime, tags, say):
+            result = run_scenario(
+                scenario,
+                runtime,
+                seed=chosen,
+                out_dir=out_dir,
+                progress=say,
+                tags=tags,
+                mode="weakened" if settings else "hardened",
+                overlay=settings,
+            )
     except EngineError as exc:
         raise RuntimeError_(str(exc)) from exc
     if as_json:
@@ -164,10 +198,16 @@ def run(
 def drill(
     out: Annotated[Path | None, typer.Option(help="folder (default runs/drill-TIME)")] = None,
     seed: Annotated[int | None, typer.Option(help="one seed for every scenario")] = None,
+    student: StudentOption = None,
+    assignment: AssignmentOption = None,
 ) -> None:
-    """Run every scenario in turn and write an index page over their reports."""
-    loaded = [_load(name) for name in available()]
+    """Run every scenario (an assignment's, with --assignment) in turn and write an index page
+    over their reports."""
+    tags = _tags(student, assignment, [])
+    names = [s.name for s in tags.assignment.scenarios] if tags.assignment else list(available())
+    loaded = [_load(name) for name in names]
     runtime = _runtime()
+    settings = tags.assignment.settings if tags.assignment else {}
     out_dir = out or Path("runs") / f"drill-{_stamp()}"
     chosen = seed if seed is not None else new_seed()
     results: list[tuple[Path, RunResult]] = []
@@ -177,7 +217,17 @@ def drill(
         console.rule(f"{scenario.name}: {scenario.title}")
         run_dir = out_dir / scenario.name
         try:
-            result = run_scenario(scenario, runtime, seed=chosen, out_dir=run_dir, progress=say)
+            with assigned_settings(runtime, tags, say):
+                result = run_scenario(
+                    scenario,
+                    runtime,
+                    seed=chosen,
+                    out_dir=run_dir,
+                    progress=say,
+                    tags=tags,
+                    mode="weakened" if settings else "hardened",
+                    overlay=settings,
+                )
         except EngineError as exc:
             raise RuntimeError_(str(exc)) from exc
         _print_result(result, run_dir, console)
@@ -247,10 +297,12 @@ def selftest(
     only: Annotated[str | None, typer.Option(help="just this scenario")] = None,
     out: Annotated[Path | None, typer.Option(help="folder (default runs/selftest-TIME)")] = None,
     seed: Annotated[int | None, typer.Option(help="one seed for every run")] = None,
+    student: StudentOption = None,
 ) -> None:
     """Prove each drill's checks: hardened they pass, with the protection off they fail."""
     names = [only] if only else list(available())
     loaded = [_load(name) for name in names]
+    tags = _tags(student, None, names)
     runtime = _runtime()
     out_dir = out or Path("runs") / f"selftest-{_stamp()}"
     chosen = seed if seed is not None else new_seed()
@@ -261,7 +313,9 @@ def selftest(
     for scenario in loaded:
         console.rule(f"selftest {scenario.name}")
         try:
-            outcome = run_selftest(scenario, runtime, seed=chosen, out_dir=out_dir, progress=say)
+            outcome = run_selftest(
+                scenario, runtime, seed=chosen, out_dir=out_dir, progress=say, tags=tags
+            )
         except EngineError as exc:
             raise RuntimeError_(str(exc)) from exc
         outcomes.append(outcome)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import httpx
 
+from grader.bundles import seal_result
 from grader.charts import chart_from_query
 from grader.evaluate import evaluate_all
 from grader.model import (
@@ -39,6 +40,8 @@ from grader.model import (
 from grader.prometheus import Prometheus, PrometheusError
 from grader.report import render_run
 from scenarios.actions import OPS, ActionRunner
+from scenarios.provenance import RunTags
+from scenarios.provenance import collect as collect_provenance
 from scenarios.runtime.base import Runtime, RuntimeError_
 from scenarios.schema import HttpProbe, PromQLProbe, Scenario, TrafficStep
 from scenarios.traffic import (
@@ -393,8 +396,12 @@ def run_scenario(
     progress: Progress | None = None,
     mode: Literal["hardened", "weakened"] = "hardened",
     overlay: Mapping[str, Mapping[str, str]] | None = None,
+    tags: RunTags | None = None,
 ) -> RunResult:
     """Run one scenario end to end and (when ``out_dir`` is given) write its report.
+
+    ``tags`` name the student and the assignment; the result records them with the run's
+    provenance, and a run for an assignment is sealed with its key (grader.bundles).
 
     Raises :class:`EngineError` when the platform is not running, and re-raises
     ``KeyboardInterrupt`` after the rollbacks ran.
@@ -422,6 +429,7 @@ def run_scenario(
     # experiment (and undoes it) is still a run of the platform as it was configured.
     in_force = runtime.settings_in_force()
     claimed = effective_mode(mode, in_force, overlay)
+    provenance = collect_provenance(scenario, runtime, tags)
     prom = Prometheus(endpoints.prometheus)
     run.prom = prom
     interrupted = False
@@ -512,7 +520,10 @@ def run_scenario(
         mode=claimed,
         settings=in_force,
         traffic=traffic,
+        provenance=provenance,
     )
+    if tags is not None and tags.assignment is not None and tags.seal_key is not None:
+        result = seal_result(result, tags.seal_key, tags.assignment.key_id)
     if out_dir is not None:
         render_run(result, out_dir)
     return result
@@ -560,6 +571,7 @@ def run_selftest(
     seed: int,
     out_dir: Path | None = None,
     progress: Progress | None = None,
+    tags: RunTags | None = None,
 ) -> SelftestOutcome:
     """Run ``scenario`` hardened (every check must pass), then with its ``weaken`` settings
     (every check with ``guards`` must fail, or the check proves nothing); restores defaults."""
@@ -571,6 +583,7 @@ def run_selftest(
         seed=seed,
         out_dir=out_dir / f"{scenario.name}-hardened" if out_dir else None,
         progress=progress,
+        tags=tags,
     )
     hardened_ok = hardened.passed and hardened.mode == "hardened"
     if hardened.mode != "hardened":
@@ -600,6 +613,7 @@ def run_selftest(
                 progress=progress,
                 mode="weakened",
                 overlay=scenario.weaken,
+                tags=tags,
             )
         finally:
             for service in scenario.weaken:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,8 @@ class CheckEnv:
     _prom: Prometheus | None = None
     _http: httpx.Client | None = None
     tokens: dict[str, str] = field(default_factory=dict)  # account name -> bearer token
+    # How a check waits out a Retry-After; a replay of stored evidence does not wait.
+    sleep: Callable[[float], None] = time.sleep
 
     @property
     def prom(self) -> Prometheus:

@@ -6,7 +6,6 @@ a float sum of 0.10 + 0.20 is not 0.30, and a grader must not invent a discrepan
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -68,7 +67,7 @@ class Api:
             if response.status_code in (429, 503) and retry_after.isdigit():
                 pause = max(0.2, float(retry_after))
                 if waited + pause <= MAX_RETRY_WAIT_S:
-                    time.sleep(pause)
+                    self.env.sleep(pause)
                     waited += pause
                     continue
             return response

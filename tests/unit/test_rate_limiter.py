@@ -27,7 +27,9 @@ class FakeClock:
 
 @pytest.fixture
 async def redis(redis_url: str, redis_sync: SyncRedis) -> AsyncIterator[Redis]:
-    client = make_redis(redis_url, 2.0, 200)
+    # 50 connections race as hard as 200 for atomicity, without 200 simultaneous connects
+    # timing out on a loaded machine.
+    client = make_redis(redis_url, 5.0, 50)
     yield client
     await client.aclose()
 

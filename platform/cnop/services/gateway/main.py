@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_shutdown=on_shutdown,
         cors=True,
         liveness=liveness,
+        internal_only=False,
     )
     app.state.gateway = gateway
     return app

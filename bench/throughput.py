@@ -24,10 +24,15 @@ from scenarios.runtime import current_runtime
 
 
 async def _worker(
-    url: str, ip: str, deadline: float, latencies: list[float], errors: list[int]
+    url: str,
+    ip: str,
+    deadline: float,
+    latencies: list[float],
+    errors: list[int],
+    headers: dict[str, str],
 ) -> None:
     transport = httpx.AsyncHTTPTransport(local_address=ip)
-    async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+    async with httpx.AsyncClient(transport=transport, timeout=10, headers=headers) as client:
         sent = 0
         while time.perf_counter() < deadline and sent < 900:  # stay under one IP's burst
             started = time.perf_counter()
@@ -38,14 +43,27 @@ async def _worker(
                 errors.append(r.status_code)
 
 
-async def measure(url: str, seconds: float, concurrency: int, ip_block: int) -> dict[str, float]:
+async def measure(
+    url: str,
+    seconds: float,
+    concurrency: int,
+    ip_block: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     latencies: list[float] = []
     errors: list[int] = []
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(
         *(
-            _worker(url, f"127.{ip_block}.{n // 250}.{n % 250 + 2}", deadline, latencies, errors)
+            _worker(
+                url,
+                f"127.{ip_block}.{n // 250}.{n % 250 + 2}",
+                deadline,
+                latencies,
+                errors,
+                headers or {},
+            )
             for n in range(concurrency)
         )
     )
@@ -72,8 +90,15 @@ def main() -> None:
     inventory = endpoints.services.get("inventory")
     if not inventory:
         raise SystemExit("this runtime does not expose the inventory service to the host")
+    # Straight to the service as the operator: backends answer the platform's credential only.
     direct = asyncio.run(
-        measure(f"{inventory}/inventory/assets/BTC", args.seconds, args.concurrency, 1)
+        measure(
+            f"{inventory}/inventory/assets/BTC",
+            args.seconds,
+            args.concurrency,
+            1,
+            runtime.internal_headers(),
+        )
     )
     gateway = asyncio.run(
         measure(

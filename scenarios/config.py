@@ -121,6 +121,10 @@ class LabConfig(BaseSettings):
     def jwt_secret_file(self) -> Path:
         return self.home / "jwt_secret"
 
+    @property
+    def internal_secret_file(self) -> Path:
+        return self.home / "internal_secret"
+
     def log_file(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
@@ -133,7 +137,14 @@ class LabConfig(BaseSettings):
 
         Kept across `lab down`/`lab up`, so tokens of a persisted sandbox stay valid.
         """
-        path = self.jwt_secret_file
+        return self._private_secret(self.jwt_secret_file)
+
+    def internal_secret(self) -> str:
+        """The credential the services prove they are the platform with (``X-CNOP-Internal-
+        Token``); made like the signing secret, and a different one."""
+        return self._private_secret(self.internal_secret_file)
+
+    def _private_secret(self, path: Path) -> str:
         if path.exists():
             secret = path.read_text().strip()
             if len(secret) >= 32:

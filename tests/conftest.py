@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from cnop.core.internal import internal_headers
 from fastapi import FastAPI
 from redis import Redis
 
 TEST_SECRET = "test-secret-" + "x" * 40
+TEST_INTERNAL_SECRET = "test-internal-secret-" + "y" * 40
 
 
 def free_port() -> int:
@@ -153,6 +155,7 @@ def service_env(redis_url: str, dynamodb_endpoint: str, redis_sync: Redis) -> di
     """Settings shared by every service under test; a fresh table prefix per test."""
     return {
         "jwt_secret": TEST_SECRET,
+        "internal_secret": TEST_INTERNAL_SECRET,
         "redis_url": redis_url,
         "dynamodb_endpoint": dynamodb_endpoint,
         "table_prefix": "t" + secrets.token_hex(4),
@@ -163,12 +166,19 @@ def service_env(redis_url: str, dynamodb_endpoint: str, redis_sync: Redis) -> di
 
 @asynccontextmanager
 async def running(
-    app: FastAPI, base_url: str = "http://testserver"
+    app: FastAPI, base_url: str = "http://testserver", *, internal: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and give a client that talks to it in-process."""
+    """Run the app's lifespan and give a client that talks to it in-process.
+
+    The client speaks as the platform does (it sends the app's internal credential), since a
+    backend answers nothing else; ``internal=False`` is a stranger calling the port directly.
+    """
+    headers = internal_headers(app.state.ctx.settings) if internal else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=headers
+        ) as client:
             yield client
 
 

@@ -16,6 +16,9 @@ from typing import Any
 from scenarios.config import LabConfig
 
 SERVICES = ("gateway", "auth", "user", "order", "inventory", "insights")
+# The header a backend requires of every call but its health probes (the platform's internal
+# credential); the harness sends it where it reaches a backend directly, as the operator.
+INTERNAL_TOKEN_HEADER = "X-CNOP-Internal-Token"  # noqa: S105 - a header name
 INFRA = ("redis", "dynamodb", "prometheus")
 FAULT_KINDS = ("latency", "error_rate", "hang", "dependency_failure")
 
@@ -51,6 +54,11 @@ class Runtime(abc.ABC):
         """The sandbox's JWT secret. The lab operates the platform (it generated the secret), so
         a drill can mint what an attacker could only replay: a correctly signed, expired token."""
         return self.config.jwt_secret()
+
+    def internal_headers(self) -> dict[str, str]:
+        """Headers that let the lab call a backend straight (bench, diagnostics), as the
+        operator who generated the sandbox's internal credential; clients never get it."""
+        return {INTERNAL_TOKEN_HEADER: self.config.internal_secret()}
 
     # --- lifecycle -----------------------------------------------------------------------
     @abc.abstractmethod

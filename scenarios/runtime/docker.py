@@ -6,9 +6,10 @@ DynamoDB endpoint live on an internal network, so everything that touches Redis 
 and network partitions (disconnecting a container from the internal network).
 
 What a sandbox needs between commands sits in its home (``LabConfig.home``): ``state.json``
-(runtime, compose project, ports), ``docker.env`` (compose variables, with the JWT secret:
-mode 0600) and ``docker-compose.override.yaml`` (extra settings of services). Image names come
-from ``images.env`` when ``lab images --offline`` wrote one, else from the compose defaults.
+(runtime, compose project, ports), ``docker.env`` (compose variables, with the JWT and the
+internal secret: mode 0600) and ``docker-compose.override.yaml`` (extra settings of services).
+Image names come from ``images.env`` when ``lab images --offline`` wrote one, else from the
+compose defaults.
 """
 
 from __future__ import annotations
@@ -501,6 +502,7 @@ class DockerRuntime(Runtime):
             "EDGE_SUBNET": edge_subnet,
             "COMPOSE_PROJECT_NAME": self.project,
             "CNOP_JWT_SECRET": cfg.jwt_secret(),
+            "CNOP_INTERNAL_SECRET": cfg.internal_secret(),
             "GATEWAY_PORT": str(ports["gateway"]),
             "PROMETHEUS_PORT": str(ports["prometheus"]),
             "CNOP_TABLE_PREFIX": cfg.table_prefix,
@@ -508,7 +510,7 @@ class DockerRuntime(Runtime):
             **image_vars,
         }
         images.write_env_file(
-            self.env_file, values, header="Written by `lab up --runtime docker`; secret inside."
+            self.env_file, values, header="Written by `lab up --runtime docker`; secrets inside."
         )
 
     def _write_override(self, state: Mapping[str, Any]) -> None:

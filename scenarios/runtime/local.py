@@ -445,6 +445,7 @@ class LocalRuntime(Runtime):
                 "CNOP_REDIS_URL": f"redis://{host}:{ports['redis']}/0",
                 "CNOP_DYNAMODB_ENDPOINT": f"http://{host}:{ports['dynamodb']}",
                 "CNOP_JWT_SECRET": secret,
+                "CNOP_INTERNAL_SECRET": cfg.internal_secret(),
                 "CNOP_TABLE_PREFIX": state["table_prefix"],
                 "CNOP_USER_URL": urls["user"],
                 "CNOP_INVENTORY_URL": urls["inventory"],

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import REGISTRY
 from redis import Redis
 
-from tests.conftest import TEST_SECRET, assert_no_leak, free_port
+from tests.conftest import TEST_INTERNAL_SECRET, TEST_SECRET, assert_no_leak, free_port
 
 GOOD_PASSWORD = "Correct-Pass1!"
 BAD_PASSWORD = "Wrong-Pass12!"
@@ -109,6 +109,7 @@ class StandIn:
                 {
                     "method": request.method,
                     "path": request.url.path,
+                    "raw_path": request.scope["raw_path"].decode("latin-1"),
                     "query": request.url.query,
                     "headers": dict(request.headers),
                     "body": body,
@@ -178,6 +179,7 @@ class Platform:
 def platform(redis_url: str, redis_sync: Redis) -> Iterator[Platform]:
     env = {
         "jwt_secret": TEST_SECRET,
+        "internal_secret": TEST_INTERNAL_SECRET,
         "redis_url": redis_url,
         "fault_refresh_seconds": 0,
         "log_level": "WARNING",

@@ -298,3 +298,15 @@ def test_fallback_summary_is_deterministic_and_from_the_numbers() -> None:
     assert "BTC: quantity 0.5" in prompt and "Cash: 5000.00" in prompt
     assert cache_key(portfolio, MODEL) == cache_key(Portfolio.model_validate(PORTFOLIO), MODEL)
     assert cache_key(portfolio, MODEL) != cache_key(portfolio, "gemini-2.5-pro")
+
+
+async def test_the_internal_credential_goes_to_the_user_service_never_to_the_llm(
+    service_env: dict[str, Any], stand_ins: tuple[StandIns, str]
+) -> None:
+    s, url = stand_ins
+    s.reset()
+    app = create_app(make_settings(service_env, url, insights_cache_ttl_seconds=0))
+    async with running(app) as client:
+        assert (await get_insight(app, client)).status_code == 200
+    assert s.user_calls[-1]["x-cnop-internal-token"] == service_env["internal_secret"]
+    assert s.gemini_calls and "x-cnop-internal-token" not in s.gemini_calls[-1]["headers"]

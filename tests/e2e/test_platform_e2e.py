@@ -15,6 +15,8 @@ import httpx
 import jwt
 import pytest
 
+from scenarios.config import LabConfig
+from scenarios.runtime.local import LocalRuntime
 from tests.conftest import assert_no_leak
 from tests.e2e.conftest import Sandbox, next_ip
 
@@ -332,6 +334,58 @@ async def test_refused_tokens(sandbox: Sandbox) -> None:
         assert (await c.post(f"{API}/auth/logout", headers=auth, json={})).status_code == 200
         problem(await c.get(f"{API}/balance", headers=auth), 401)
         problem(await c.get(f"{API}/orders", headers=auth), 401)
+
+
+async def test_backends_answer_the_platform_only(sandbox: Sandbox) -> None:
+    operator = LocalRuntime(LabConfig(home=sandbox.home, port_offset=sandbox.offset))
+    inventory = operator.endpoints().services["inventory"]
+    user = operator.endpoints().services["user"]
+    async with httpx.AsyncClient(timeout=10) as direct:
+        # Straight to a backend, the gateway's login protection and limits would be skipped.
+        problem(await direct.get(f"{inventory}/inventory/assets/BTC"), 403)
+        problem(
+            await direct.post(f"{user}/auth/login", json={"username": "x", "password": "y"}), 403
+        )
+        wrong = {"X-CNOP-Internal-Token": (sandbox.home / "jwt_secret").read_text().strip()}
+        problem(await direct.get(f"{inventory}/inventory/assets/BTC", headers=wrong), 403)
+        assert (await direct.get(f"{inventory}/health")).status_code == 200
+        r = await direct.get(
+            f"{inventory}/inventory/assets/BTC", headers=operator.internal_headers()
+        )
+        assert r.status_code == 200, r.text
+    # Through the gateway everything works: it and the services prove themselves to each other
+    # (an order needs order -> inventory, a token check gateway -> auth).
+    async with sandbox.client() as c:
+        _, auth = await register_and_login(c)
+        r = await c.post(f"{API}/balance/deposit", headers=auth, json={"amount": "100"})
+        assert r.status_code == 201, r.text
+        r = await c.post(
+            f"{API}/orders",
+            headers=auth,
+            json={"order_type": "market_buy", "asset_id": "DOGE", "quantity": "1"},
+        )
+        assert r.status_code == 201, r.text
+
+
+async def test_odd_paths_deep_json_and_huge_bodies_are_4xx_through_the_gateway(
+    sandbox: Sandbox,
+) -> None:
+    async with sandbox.client() as c:
+        for segment in ("BTC%3F", "%00", "%23", "%2541", "%FF", "BTC%0A"):
+            problem(await c.get(f"{API}/inventory/assets/{segment}"), 422)
+        problem(await c.get(f"{API}/inventory/assets/a%2Fb"), 404)
+        problem(await c.get(f"{API}/inventory/assets?limit={'9' * 5000}"), 422)
+        deep = b"[" * 50_000
+        r = await c.post(
+            f"{API}/auth/login", content=deep, headers={"Content-Type": "application/json"}
+        )
+        problem(r, 422)
+
+        async def five_mib() -> Any:
+            for _ in range(80):
+                yield b" " * 65536
+
+        problem(await c.post(f"{API}/auth/register", content=five_mib()), 413)
 
 
 async def test_five_failed_logins_block_the_ip_but_not_others(sandbox: Sandbox) -> None:

@@ -18,11 +18,12 @@ def test_settings_refuse_missing_or_short_secret_outside_dev_mode() -> None:
     with pytest.raises(ValidationError, match="at least 32"):
         ServiceSettings(jwt_secret="short")
     assert len(ServiceSettings(dev_mode=True).secret) >= 32
-    assert ServiceSettings(jwt_secret="s" * 32).secret == "s" * 32
+    assert ServiceSettings(jwt_secret="s" * 32, internal_secret="i" * 32).secret == "s" * 32
 
 
 def test_settings_read_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CNOP_JWT_SECRET", "e" * 40)
+    monkeypatch.setenv("CNOP_INTERNAL_SECRET", "n" * 40)
     monkeypatch.setenv("CNOP_LOCK_TTL_SECONDS", "7.5")
     settings = ServiceSettings()
     assert settings.lock_ttl_seconds == 7.5 and settings.secret == "e" * 40

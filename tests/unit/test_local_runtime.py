@@ -85,6 +85,28 @@ def test_jwt_secret_is_random_private_and_stable(config: LabConfig, tmp_path: Pa
     assert other.jwt_secret() != secret
 
 
+def test_services_get_a_private_internal_secret_apart_from_the_jwt_secret(
+    config: LabConfig,
+) -> None:
+    runtime = LocalRuntime(config)
+    state = {
+        "host": config.host,
+        "ports": config.ports(),
+        "metrics_ports": config.metrics_ports(),
+        "table_prefix": config.table_prefix,
+    }
+    jwt = config.jwt_secret()
+    for name in SERVICES:
+        _, env = runtime._command(name, state, jwt)
+        assert env["CNOP_JWT_SECRET"] == jwt
+        assert env["CNOP_INTERNAL_SECRET"] == config.internal_secret() != jwt
+    assert len(config.internal_secret()) >= 32
+    assert stat.S_IMODE(config.internal_secret_file.stat().st_mode) == 0o600
+    # The lab reaches a backend directly as the operator, with the same credential.
+    assert runtime.internal_headers() == {"X-CNOP-Internal-Token": config.internal_secret()}
+    assert LabConfig(home=config.home / "other").internal_secret() != config.internal_secret()
+
+
 def _render(config: LabConfig) -> str:
     return render_prometheus_config(
         config.monitoring_dir,

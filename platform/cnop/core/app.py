@@ -2,7 +2,18 @@
 
 A service supplies its settings, its routers and, optionally, a start-up hook; this factory adds
 JSON logging, request ids, security headers, metrics, fault flags, problem handlers, health
-probes and the clients in :class:`~cnop.core.context.ServiceContext`.
+probes, request-body limits, the internal credential check (backends) and the clients in
+:class:`~cnop.core.context.ServiceContext`.
+
+The middleware stack, outermost first, and why in that order::
+
+    request id -> security headers -> metrics -> CORS (gateway) -> unhandled errors ->
+    internal credential (backends) -> fault flags -> body guard -> routes
+
+Everything a client sees passes the first three (so a 500 or a 403 still carries the request
+id and every security header, and is counted); unhandled errors are turned into problems inside
+them; a call without the platform's credential is refused before faults apply and before a byte
+of its body is read.
 """
 
 from __future__ import annotations
@@ -14,15 +25,17 @@ import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from cnop.core.body_guard import BodyGuardMiddleware
 from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import LivenessReport, ReadinessCheck, health_router
+from cnop.core.internal import InternalAuthMiddleware
 from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
 from cnop.core.metrics import MetricsMiddleware, init_known_series
 from cnop.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
-from cnop.core.problems import install_problem_handlers
+from cnop.core.problems import UnhandledErrorMiddleware, install_problem_handlers
 from cnop.core.redis import make_redis
 from cnop.core.settings import ServiceSettings
 from cnop.core.tokens import TokenService
@@ -83,9 +96,12 @@ def create_service_app(
     log_requests: bool = True,
     liveness: LivenessReport | None = None,
     known_labels: Mapping[str, Sequence[str]] | None = None,
+    internal_only: bool = True,
 ) -> FastAPI:
     """``known_labels`` are the service's own label values (``{"upstreams": (...)}``) that
-    :data:`cnop.core.metrics.KNOWN_SERIES` refers to as ``"@upstreams"``."""
+    :data:`cnop.core.metrics.KNOWN_SERIES` refers to as ``"@upstreams"``. ``internal_only``: the
+    service answers the platform only (every backend); the gateway, the public entry, passes
+    False."""
     configure_logging(settings.service_name, settings.log_level)
     # Before anything is served or scraped: a drill's first event must be a change from 0.
     init_known_series(settings.service_name, known_labels)
@@ -132,8 +148,16 @@ def create_service_app(
         app.include_router(router)
     install_problem_handlers(app)
 
-    # Added innermost first: faults apply inside metrics, so injected errors are counted.
+    # Added innermost first (see the module docstring for the resulting order).
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_depth=settings.max_json_depth,
+    )
     app.add_middleware(FaultMiddleware, flags=ctx.faults)
+    if internal_only and settings.internal_auth_enabled:
+        app.add_middleware(InternalAuthMiddleware, secret=settings.internal_token)
+    app.add_middleware(UnhandledErrorMiddleware)
     if cors:
         app.add_middleware(
             CORSMiddleware,

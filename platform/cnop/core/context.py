@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cnop.core.db import Tables
 from cnop.core.faults import FaultFlags
+from cnop.core.internal import internal_headers
 from cnop.core.locks import UserLocks
 from cnop.core.logging import log_event
 from cnop.core.metrics import DEPENDENCY_ERRORS
@@ -67,12 +68,14 @@ class ServiceContext:
     async def call_service(
         self, dependency: str, method: str, url: str, **kwargs: Any
     ) -> httpx.Response:
-        """Call another service over HTTP; a fault flag or outage becomes a 503 for our caller."""
+        """Call another service of the platform over HTTP, proving we are the platform (the
+        internal credential); a fault flag or outage becomes a 503 for our caller."""
         if await self.faults.dependency_down(dependency):
             DEPENDENCY_ERRORS.labels(self.service, dependency, method, "fail_closed").inc()
             raise ProblemError(
                 503, f"The {dependency} service is unavailable", headers={"Retry-After": "2"}
             )
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), **internal_headers(self.settings)}
         try:
             return await self.http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:

@@ -1,7 +1,12 @@
-"""RFC 7807 problem documents and the exception handlers that produce them.
+"""RFC 9457 problem documents and the exception handlers that produce them.
 
 Every error a client sees goes through here, so nothing internal (trace, class name, hostname)
 can leak: unknown exceptions become a generic 500 and are logged server-side only.
+
+Starlette runs an app's ``Exception`` handler in its outermost layer, outside every middleware
+of ours, so a 500 answered there would lack the security headers, the request id and CORS.
+:class:`UnhandledErrorMiddleware` therefore catches what escapes the routes inside our stack and
+answers there; the ``Exception`` handler stays as the last resort for a failing middleware.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cnop.core.logging import log_event, request_id_var
 
@@ -159,11 +165,42 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        log_event(
-            "unhandled_error",
-            logging.ERROR,
-            path=request.url.path,
-            error_type=type(exc).__name__,
-            exc_info=exc,
-        )
-        return problem_response(500, "An unexpected error occurred", request.url.path)
+        return _internal_error(request.url.path, exc)
+
+
+def _internal_error(path: str, exc: Exception) -> JSONResponse:
+    log_event(
+        "unhandled_error", logging.ERROR, path=path, error_type=type(exc).__name__, exc_info=exc
+    )
+    return problem_response(500, "An unexpected error occurred", path)
+
+
+class UnhandledErrorMiddleware:
+    """Turns an exception that escaped the routes into a 500 problem, inside our middlewares.
+
+    Installed inside the ones that decorate responses (request id, security headers, CORS,
+    metrics), so the 500 carries all of them and is counted. When the response had already
+    started there is nothing clean left to send: the exception goes on to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:
+                raise
+            await _internal_error(scope["path"], exc)(scope, receive, send)

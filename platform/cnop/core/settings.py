@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
 DEV_SECRET = "cnop-dev-secret-do-not-use-outside-dev-mode"  # noqa: S105
+DEV_INTERNAL_SECRET = "cnop-dev-internal-secret-do-not-use-outside-dev-mode"  # noqa: S105
 
 
 class ServiceSettings(BaseSettings):
@@ -31,6 +32,17 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "cnop-api"
     jwt_expiry_minutes: int = Field(default=60, ge=1, le=24 * 60)
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
+
+    # The credential the gateway (and a service calling another) proves itself with; backends
+    # refuse their API without it. Separate from the JWT secret, required like it.
+    internal_secret: SecretStr | None = None
+    # A lab may switch the check off to show what a directly reachable backend costs.
+    internal_auth_enabled: bool = True
+
+    # Request bodies: enforced while reading (a chunked body stops at the limit), and nesting
+    # of JSON arrays and objects is capped before any parser recurses into it.
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    max_json_depth: int = Field(default=32, ge=1, le=500)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
@@ -76,9 +88,25 @@ class ServiceSettings(BaseSettings):
                     "(or CNOP_DEV_MODE=true for a throw-away development secret)"
                 )
             object.__setattr__(self, "jwt_secret", SecretStr(secret or DEV_SECRET))
+        internal = self.internal_secret.get_secret_value() if self.internal_secret else ""
+        if len(internal) < MIN_SECRET_LENGTH:
+            if not self.dev_mode:
+                raise ValueError(
+                    f"CNOP_INTERNAL_SECRET must be set to at least {MIN_SECRET_LENGTH} characters "
+                    "(or CNOP_DEV_MODE=true for a throw-away development secret)"
+                )
+            object.__setattr__(self, "internal_secret", SecretStr(internal or DEV_INTERNAL_SECRET))
+        elif internal == secret and not self.dev_mode:
+            # One leaked key must not both sign tokens and open the backends.
+            raise ValueError("CNOP_INTERNAL_SECRET must differ from CNOP_JWT_SECRET")
         return self
 
     @property
     def secret(self) -> str:
         assert self.jwt_secret is not None
         return self.jwt_secret.get_secret_value()
+
+    @property
+    def internal_token(self) -> str:
+        assert self.internal_secret is not None
+        return self.internal_secret.get_secret_value()

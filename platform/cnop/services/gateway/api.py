@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cnop.core.breaker import BreakerPolicy, CircuitBreaker, State
+from cnop.core.internal import internal_headers
 from cnop.core.logging import log_event, request_id_var, user_var
 from cnop.core.metrics import IP_BLOCKS, LOGIN_ATTEMPTS, RATE_LIMIT_DECISIONS
 from cnop.core.problems import ProblemError
@@ -28,7 +29,7 @@ from cnop.services.gateway.auth_check import AuthCheck
 from cnop.services.gateway.client_ip import client_ip, parse_networks
 from cnop.services.gateway.login_guard import LoginGuard, LoginPolicy
 from cnop.services.gateway.ratelimit import Decision, RateLimiter, tightest
-from cnop.services.gateway.routes import LOGIN_PATH, RouteMatch, WrongMethod, match
+from cnop.services.gateway.routes import LOGIN_PATH, RouteMatch, WrongMethod, match, raw_path
 from cnop.services.gateway.settings import Settings
 from cnop.services.gateway.upstreams import RetryPolicy, Upstream
 
@@ -124,6 +125,7 @@ class Gateway:
                 timeout=settings.upstream_timeout_seconds,
                 retry=retry,
                 max_connections=settings.upstream_max_connections,
+                headers=internal_headers(settings),
             )
             for name, url in urls.items()
         }
@@ -151,7 +153,7 @@ class Gateway:
 
     async def _handle(self, request: Request, decisions: list[Decision]) -> Response:
         scope = request.scope
-        found = match(request.method, scope["path"])
+        found = match(request.method, raw_path(scope))
         scope["cnop.route"] = (
             found.route.template
             if isinstance(found, RouteMatch)
@@ -178,7 +180,8 @@ class Gateway:
             raise ProblemError(405, f"Method not allowed; use {allow}", headers={"Allow": allow})
         route = found.route
         upstream = self.upstreams[route.upstream]
-        body = await self._body(request)
+        # The core's body guard refuses an oversized or too deeply nested body while it streams.
+        body = await request.body()
         request_id = request_id_var.get() or ""
         if route.auth:
             upstream.precheck()
@@ -252,16 +255,6 @@ class Gateway:
                 retry_after=decision.retry_after,
             )
             raise ProblemError(429, "Too many requests; slow down", headers=decision.headers())
-
-    async def _body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ProblemError(413, f"The request body is larger than {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            raise ProblemError(413, f"The request body is larger than {limit} bytes")
-        return body
 
     async def _check_login(self, ip: str, username: str | None) -> None:
         try:

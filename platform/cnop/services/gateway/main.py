@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cors=True,
         liveness=liveness,
         known_labels={"upstreams": UPSTREAMS},
+        internal_only=False,
     )
     app.state.gateway = gateway
     return app

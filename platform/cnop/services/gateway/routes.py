@@ -3,12 +3,21 @@
 Each row is a public template under ``/api/v1``; the upstream path is the same template without
 the prefix. Matching is segment by segment: a ``{param}`` matches one non-empty segment that is
 not ``.`` or ``..``, so a crafted path can never climb to an upstream route the table lacks.
+
+Paths travel raw. The gateway splits the path *as received* (percent-encoded) into segments,
+decodes each one once to match it, and forwards the received segments unchanged (prefix
+stripped), so the upstream decodes exactly once too: ``%2541`` arrives as ``%2541`` (the id
+``%41``), never as ``A``. A segment that decodes to something containing ``/`` (``%2F``) matches
+nothing: an encoded slash can never become a new segment upstream.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+from starlette.types import Scope
 
 API_PREFIX = "/api/v1"
 UPSTREAMS = ("user", "inventory", "order", "insights")
@@ -66,7 +75,7 @@ LOGIN_PATH = "/auth/login"
 @dataclass(frozen=True)
 class RouteMatch:
     route: Route
-    upstream_path: str  # the public path without the prefix
+    upstream_path: str  # the path as received (percent-encoded), without the prefix
 
 
 @dataclass(frozen=True)
@@ -75,21 +84,42 @@ class WrongMethod:
     allowed: frozenset[str]
 
 
+# Bytes a path may carry as they are (RFC 3986 pchar, "/" and "%" of existing escapes): any
+# other byte is percent-encoded, which httpx then sends unchanged.
+_PATH_SAFE = "/!$&'()*+,;=:@%"
+_PREFIX_SEGMENTS = API_PREFIX.strip("/").split("/")
+
+
+def raw_path(scope: Scope) -> str:
+    """The request's path as the client sent it (percent-encoded, no query string)."""
+    raw = scope.get("raw_path")
+    if raw is None:  # optional in ASGI: re-encode the decoded path (its "%" included)
+        return quote(scope["path"], safe=_PATH_SAFE.replace("%", ""))
+    return quote(raw, safe=_PATH_SAFE)
+
+
 def match(
     method: str, path: str, routes: tuple[Route, ...] = ROUTES
 ) -> RouteMatch | WrongMethod | None:
-    """Find the row for ``method path``; ``None`` for unknown paths (404)."""
-    if not path.startswith(API_PREFIX + "/"):
+    """Find the row for ``method path`` (``path`` as received, percent-encoded); ``None`` for
+    unknown paths (404)."""
+    received = path.split("/")
+    decoded = [unquote(segment) for segment in received]
+    if received[0] != "" or decoded[1 : 1 + len(_PREFIX_SEGMENTS)] != _PREFIX_SEGMENTS:
         return None
-    rest = path[len(API_PREFIX) :]
-    if any(seg in (".", "..") for seg in rest.split("/")):
+    start = 1 + len(_PREFIX_SEGMENTS)
+    if len(decoded) <= start:
         return None
+    if any(seg in (".", "..") or "/" in seg for seg in decoded[start:]):
+        return None
+    rest = "/" + "/".join(decoded[start:])
+    upstream_path = "/" + "/".join(received[start:])
     allowed: set[str] = set()
     template = ""
     for candidate in routes:
-        if candidate.pattern.match(rest):
+        if candidate.pattern.fullmatch(rest):
             if method in candidate.methods:
-                return RouteMatch(candidate, rest)
+                return RouteMatch(candidate, upstream_path)
             allowed |= candidate.methods
             template = template or candidate.template
     if allowed:

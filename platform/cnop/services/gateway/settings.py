@@ -26,7 +26,6 @@ class Settings(ServiceSettings):
     # every request, and 100 connections cost the gateway a third of its throughput here
     # (bench/throughput.py: 262 req/s at 100, 401 req/s at 16, on 2 cores).
     upstream_max_connections: int = Field(default=16, ge=1)
-    max_body_bytes: int = Field(default=1_048_576, ge=1)
 
     # The limiter's own Redis pool; a request waits up to redis_timeout_seconds for a connection.
 

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -64,7 +65,9 @@ class Upstream:
         timeout: float,
         retry: RetryPolicy,
         max_connections: int = 100,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers`` go with every call (the platform's internal credential)."""
         self.name = name
         self.breaker = breaker
         self.retry = retry
@@ -76,6 +79,7 @@ class Upstream:
             ),
             follow_redirects=False,
             trust_env=False,
+            headers=headers,
         )
 
     async def aclose(self) -> None:

@@ -200,9 +200,9 @@ async def test_a_chunked_body_is_refused_at_the_limit_without_being_read(
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
 async def test_every_backend_refuses_direct_calls_without_the_internal_token(
-    name: str, module_env: dict[str, Any], inventory_url: str
+    name: str, module_env: dict[str, Any]
 ) -> None:
-    app = SERVICES[name](module_env, {"inventory_url": inventory_url})
+    app = SERVICES[name](module_env, {})  # refused before any call to another service
     bearer = {"Authorization": f"Bearer {app.state.ctx.tokens.issue('direct_caller').token}"}
     wrong = {**bearer, INTERNAL_TOKEN_HEADER: TEST_SECRET}  # the JWT secret is not the key
     async with running(app, internal=False) as stranger:
@@ -212,5 +212,6 @@ async def test_every_backend_refuses_direct_calls_without_the_internal_token(
                 r = await stranger.request(method, path, headers=headers, json={})
                 _check(r, f"{method} {path}")
                 assert r.status_code == 403, f"{method} {path}: {r.status_code}"
-        for probe in ("/health", "/health/ready"):
-            assert (await stranger.get(probe)).status_code == 200, probe
+        assert (await stranger.get("/health")).status_code == 200
+        # Readiness is open too (it may say 503 while moto is slow on a loaded machine).
+        assert (await stranger.get("/health/ready")).status_code in (200, 503)

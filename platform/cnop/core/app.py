@@ -18,6 +18,7 @@ from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import LivenessReport, ReadinessCheck, health_router
+from cnop.core.json_body import check_routes
 from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
 from cnop.core.metrics import MetricsMiddleware
@@ -84,6 +85,7 @@ def create_service_app(
     liveness: LivenessReport | None = None,
 ) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level)
+    check_routes(routers)
     ctx = build_context(settings, uses_dynamodb=uses_dynamodb)
 
     @asynccontextmanager

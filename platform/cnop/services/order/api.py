@@ -42,9 +42,7 @@ async def create_order(
     ctx: Ctx,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    result = await place_order(ctx, _settings(ctx), user.username, body, idempotency_key)
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
+    return await place_order(ctx, _settings(ctx), user.username, body, idempotency_key)
 
 
 @router.get("/orders")

@@ -15,9 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cnop.core.breaker import State
 from cnop.core.clock import utc_now_iso
 from cnop.core.db import Tables
 from cnop.core.money import qty_str
+from cnop.services.auth.main import Settings as AuthSettings
+from cnop.services.auth.main import create_app as create_auth_app
+from cnop.services.gateway.main import Settings as GatewaySettings
+from cnop.services.gateway.main import create_app as create_gateway_app
 from cnop.services.order.main import Settings, create_app
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -670,3 +675,31 @@ async def test_concurrent_buys_and_sells_of_one_user_keep_every_invariant(
         assert trades_sum(app, "mixed_trader", "RACE") == race
         # RACE trades at exactly 10.00, so no rounding: value is conserved to the cent.
         assert usd_now + race * 10 == Decimal("50.00")
+
+
+async def test_poison_prices_through_the_gateway_leave_the_order_breaker_closed(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    """The reported impact: five keyed orders priced 1e100 by a user with no money were five 500s
+    and opened the gateway's order breaker for every user. Now they are 422s, which a breaker
+    counts as answers, not failures."""
+    order_app = create_app(Settings(**service_env, inventory_url=inventory_url))
+    auth_app = create_auth_app(AuthSettings(**service_env))
+    with (
+        serve_in_thread(order_app, lifespan="on") as order_url,
+        serve_in_thread(auth_app, lifespan="on") as auth_url,
+    ):
+        gateway_app = create_gateway_app(
+            GatewaySettings(**service_env, order_url=order_url, auth_url=auth_url)
+        )
+        async with running(gateway_app) as client:
+            token = auth_app.state.ctx.tokens.issue("poison_trader").token
+            body = {"order_type": "market_buy", "asset_id": "DOGE", "quantity": "1"}
+            for i in range(8):
+                headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"poison-{i}"}
+                r = await client.post(
+                    "/api/v1/orders", json={**body, "price": "1e100"}, headers=headers
+                )
+                assert r.status_code == 422, r.text
+            breaker = gateway_app.state.gateway.upstreams["order"].breaker
+            assert breaker.state is State.CLOSED

@@ -110,7 +110,8 @@ async def move_funds(
     """
     settings = user_settings(ctx)
     tables = ctx.require_tables()
-    # Amounts have 2 decimals already; the rounding is what a debit or credit must never beat.
+    # Amounts arrive with at most 2 decimals, so this changes nothing today; it keeps the rule
+    # (a credit rounds down, a debit up) should validation ever allow more.
     amount = credit_usd(amount) if operation == "deposit" else debit_usd(amount)
     key = idempotency.request_key(
         username,

@@ -625,6 +625,35 @@ async def test_gets_are_retried_posts_only_with_an_idempotency_key(platform: Pla
         assert len(user.hits) == 1
 
 
+async def test_posts_are_retried_only_on_routes_that_honour_idempotency_key(
+    platform: Platform,
+) -> None:
+    """A keyed POST to a route that ignores the key (a red-pocket claim, a logout) ran twice when
+    its first attempt failed late: a timed-out claim came back as "409 already claimed"."""
+    user, order = platform.upstreams["user"], platform.upstreams["order"]
+    user.status = order.status = 503
+    settings = platform.settings(breaker_consecutive_failures=100, breaker_min_calls=100)
+    async with gateway(settings) as client:
+        c = client()
+        keyed = {**platform.bearer(), "Idempotency-Key": "claim-1"}
+        for path in ("/cny/claim", "/auth/logout", "/auth/register"):
+            user.hits.clear()
+            assert_problem(await c.post(f"/api/v1{path}", json={}, headers=keyed), 503)
+            assert len(user.hits) == 1, path
+        for upstream, path in ((user, "/balance/withdraw"), (order, "/orders")):
+            upstream.hits.clear()
+            assert_problem(await c.post(f"/api/v1{path}", json={}, headers=keyed), 503)
+            assert len(upstream.hits) == 3, path
+            upstream.hits.clear()
+            assert_problem(await c.post(f"/api/v1{path}", json={}, headers=platform.bearer()), 503)
+            assert len(upstream.hits) == 1, path
+    assert {r.path for r in ROUTES if r.idempotent} == {
+        "/orders",
+        "/balance/deposit",
+        "/balance/withdraw",
+    }
+
+
 async def test_upstream_traces_never_reach_the_client(platform: Platform) -> None:
     user = platform.upstreams["user"]
     user.status, user.plain_error = 500, True

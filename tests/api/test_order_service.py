@@ -15,8 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cnop.core.breaker import State
 from cnop.core.clock import utc_now_iso
 from cnop.core.db import Tables
+from cnop.core.money import qty_str
+from cnop.services.auth.main import Settings as AuthSettings
+from cnop.services.auth.main import create_app as create_auth_app
+from cnop.services.gateway.main import Settings as GatewaySettings
+from cnop.services.gateway.main import create_app as create_gateway_app
 from cnop.services.order.main import Settings, create_app
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -184,17 +190,18 @@ async def test_buy_executes_at_inventory_price_and_keeps_ledgers_in_step(
             "cnop_orders_total", order_type="market_buy", result="completed"
         ) == pytest.approx(completed + 1)
 
-        # A JSON-number price from inventory is used exactly (2500.5 * 0.003 = 7.5015 -> 7.50).
+        # A JSON-number price from inventory is used exactly, and a buy (a debit) rounds up:
+        # 2500.5 * 0.003 = 7.5015 -> 7.51.
         r = await buy(client, headers, "ETH", "0.003")
         assert r.status_code == 201, r.text
-        assert r.json()["data"]["total_amount"] == "7.50"
+        assert r.json()["data"]["total_amount"] == "7.51"
         # A sub-cent price keeps its digits.
         r = await buy(client, headers, "SHIB", "1000000")
         assert r.status_code == 201, r.text
         assert r.json()["data"]["price"] == "0.00001234"
         assert r.json()["data"]["total_amount"] == "12.34"
 
-        assert balance(app, "alice_trader") == Decimal("4980.16")
+        assert balance(app, "alice_trader") == Decimal("4980.15")
         assert ledger_sum(app, "alice_trader") == balance(app, "alice_trader")
         assert holding(app, "alice_trader", "BTC") == Decimal("0.1")
         assert trades_sum(app, "alice_trader", "BTC") == Decimal("0.1")
@@ -240,7 +247,7 @@ async def test_rejections_are_422_problems_and_counted(
         body = assert_problem(r, 422)
         assert "maximum" in body["detail"]
         assert_problem(await buy(client, headers, "OLD", "1"), 422)  # inactive asset
-        assert_problem(await buy(client, headers, "DOGE", "0.001"), 422)  # rounds to 0.00 USD
+        assert_problem(await buy(client, headers, "DOGE", "0.001"), 422)  # worth below a cent
         assert_problem(await buy(client, headers, "FREE", "1"), 422)  # no price to execute at
         assert counter(
             "cnop_orders_total", order_type="market_buy", result="rejected"
@@ -482,3 +489,217 @@ async def test_without_locks_and_conditions_the_race_overdraws(
             statuses,
             balance(app, "race_trader"),
         )
+
+
+# -- hardening: absurd numbers, exact parsing, rounding, idempotency, concurrency ------------
+
+ABSURD_NUMBERS = [
+    "1e100",
+    "1E+100",
+    "-0",
+    "1E-100",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1" + "0" * 30,
+    "9" * 5000,
+    "1e999999999",
+    "0." + "0" * 500 + "1",
+    "0.100000000000000001",
+]
+
+
+def _number_bodies(field: str) -> list[bytes]:
+    """An order with ``field`` set to each absurd value, as a JSON string and as a JSON number."""
+    base = {"order_type": "market_buy", "asset_id": "DOGE", "quantity": "1", "price": "1"}
+    bodies = []
+    for text in ABSURD_NUMBERS:
+        for value in (json.dumps(text), text):
+            doc = {k: json.dumps(v) for k, v in base.items()} | {field: value}
+            bodies.append(("{" + ",".join(f'"{k}": {v}' for k, v in doc.items()) + "}").encode())
+    return bodies
+
+
+async def test_absurd_numbers_are_422_never_5xx_even_with_an_idempotency_key(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    """``"price": "1e100"`` with a key made the fingerprint raise: a 500 that, five times over,
+    opened the gateway's order breaker for everyone. Every absurd number is a 422 now."""
+    async with order_service(service_env, inventory_url) as (app, client):
+        headers = {**auth(app, "poison_trader"), "Content-Type": "application/json"}
+        for field in ("price", "quantity"):
+            for n, body in enumerate(_number_bodies(field)):
+                keyed = {**headers, "Idempotency-Key": f"poison-{field}-{n}"}
+                r = await client.post("/orders", content=body, headers=keyed)
+                assert r.status_code == 422, (body[:120], r.status_code, r.text[:300])
+                problem = assert_problem(r, 422)
+                assert field in {e["field"] for e in problem["errors"]}, body[:120]
+        assert (await client.get("/orders", headers=headers)).json()["data"] == []
+
+
+async def test_a_json_number_is_read_from_its_text_not_through_a_float(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    async with order_service(service_env, inventory_url) as (app, client):
+        fund(app, "exact_trader", "100.00")
+        headers = {**auth(app, "exact_trader"), "Content-Type": "application/json"}
+        # As a float, 0.100000000000000001 is 0.1: it would pass "at most 8 decimals".
+        body = b'{"order_type": "market_buy", "asset_id": "DOGE", "quantity": 0.100000000000000001}'
+        r = await client.post("/orders", content=body, headers=headers)
+        assert "quantity" in {e["field"] for e in assert_problem(r, 422)["errors"]}
+        body = b'{"order_type": "market_buy", "asset_id": "DOGE", "quantity": 100.00000001}'
+        r = await client.post("/orders", content=body, headers=headers)
+        assert r.status_code == 201, r.text
+        assert r.json()["data"]["quantity"] == "100.00000001"
+        assert holding(app, "exact_trader", "DOGE") == Decimal("100.00000001")
+
+
+async def test_tiny_round_trips_never_mint_usd(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    """The reviewer's attack: buy DOGE worth 0.0149 USD and sell it back in pieces worth 0.0051.
+    Rounded half-even both ways, a buy cost 0.01 and each piece sold for 0.01, so 19 rounds
+    turned cents into more cents plus DOGE. A buy now rounds up and a sell down."""
+    async with order_service(service_env, inventory_url) as (app, client):
+        start = Decimal("0.10")
+        fund(app, "dust_trader", str(start))
+        headers = auth(app, "dust_trader")
+        statuses = []
+        for _ in range(19):
+            statuses.append((await buy(client, headers, "DOGE", "0.149")).status_code)
+            for _ in range(2):
+                r = await buy(client, headers, "DOGE", "0.051", order_type="market_sell")
+                statuses.append(r.status_code)
+        left = holding(app, "dust_trader", "DOGE")
+        if left * Decimal("0.10") >= Decimal("0.01"):
+            r = await buy(client, headers, "DOGE", qty_str(left), order_type="market_sell")
+            statuses.append(r.status_code)
+        assert set(statuses) <= {201, 422}, statuses
+        usd_now, doge = balance(app, "dust_trader"), holding(app, "dust_trader", "DOGE")
+        assert usd_now <= start, (usd_now, doge, statuses)
+        assert usd_now + doge * Decimal("0.10") <= start, (usd_now, doge)
+        assert usd_now >= 0 and doge >= 0
+        assert ledger_sum(app, "dust_trader") == usd_now
+        assert trades_sum(app, "dust_trader", "DOGE") == doge
+
+
+async def test_a_refused_order_is_replayed_on_retry_not_run_again(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    """A retry returns the first *final* answer: a 422 too, even once the money is there."""
+    async with order_service(service_env, inventory_url) as (app, client):
+        fund(app, "retry_trader", "5.00")
+        headers = {**auth(app, "retry_trader"), "Idempotency-Key": "order-retry-1"}
+        first = await buy(client, headers, "RACE", "1")
+        first_body = assert_problem(first, 422)
+        fund(app, "retry_trader", "100.00")
+        again = await buy(client, headers, "RACE", "1")
+        again_body = assert_problem(again, 422)
+        assert again.headers["Idempotent-Replayed"] == "true"
+        first_body.pop("request_id"), again_body.pop("request_id")
+        assert again_body == first_body
+        assert balance(app, "retry_trader") == Decimal("100.00")
+        assert (await client.get("/orders", headers=headers)).json()["data"] == []
+        # The same key for another request is still refused as reuse.
+        body = assert_problem(await buy(client, headers, "RACE", "2"), 422)
+        assert body["type"].endswith("idempotency-key-reused")
+
+
+async def test_an_unavailable_answer_is_not_final_so_the_retry_runs(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    keyed: dict[str, str] = {}
+    async with order_service(service_env, dead) as (app, client):
+        fund(app, "patient_trader", "100.00")
+        keyed = {**auth(app, "patient_trader"), "Idempotency-Key": "order-after-outage"}
+        assert_problem(await buy(client, keyed, "RACE", "1"), 503)
+    async with order_service(service_env, inventory_url) as (app, client):
+        r = await buy(client, keyed, "RACE", "1")
+        assert r.status_code == 201, r.text
+        assert "Idempotent-Replayed" not in r.headers
+        assert balance(app, "patient_trader") == Decimal("90.00")
+
+
+@pytest.mark.parametrize("locks_enabled", [True, False], ids=["locks-on", "locks-off"])
+async def test_concurrent_retries_of_one_order_execute_once_and_answer_alike(
+    service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
+) -> None:
+    settings = {"locks_enabled": locks_enabled, "lock_wait_seconds": 30}
+    async with order_service(service_env, inventory_url, **settings) as (app, client):
+        fund(app, "twin_trader", "100.00")
+        headers = {**auth(app, "twin_trader"), "Idempotency-Key": "twin-order"}
+        results = await asyncio.wait_for(
+            asyncio.gather(*(buy(client, headers, "RACE", "1") for _ in range(10))), 60
+        )
+        assert [r.status_code for r in results] == [201] * 10
+        assert len({r.text for r in results}) == 1
+        assert sum("Idempotent-Replayed" not in r.headers for r in results) == 1
+        assert balance(app, "twin_trader") == Decimal("90.00") == ledger_sum(app, "twin_trader")
+        assert holding(app, "twin_trader", "RACE") == 1
+
+        # Copies of a refused order: all get the same refusal, nothing executes.
+        refused = {**headers, "Idempotency-Key": "twin-refused"}
+        results = await asyncio.wait_for(
+            asyncio.gather(*(buy(client, refused, "RACE", "100") for _ in range(10))), 60
+        )
+        assert [r.status_code for r in results] == [422] * 10
+        details = {(r.json()["type"], r.json()["detail"]) for r in results}
+        assert len(details) == 1
+        assert balance(app, "twin_trader") == Decimal("90.00")
+
+
+@pytest.mark.parametrize("locks_enabled", [True, False], ids=["locks-on", "locks-off"])
+async def test_concurrent_buys_and_sells_of_one_user_keep_every_invariant(
+    service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
+) -> None:
+    """Mixed orders racing: no overdraft, no short sale, ledgers equal balances, value kept."""
+    settings = {"locks_enabled": locks_enabled, "lock_wait_seconds": 30}
+    async with order_service(service_env, inventory_url, **settings) as (app, client):
+        fund(app, "mixed_trader", "50.00")
+        headers = auth(app, "mixed_trader")
+        assert (await buy(client, headers, "RACE", "3")).status_code == 201  # 20.00 USD left
+        orders = [
+            buy(client, headers, "RACE", "1", order_type=side)
+            for side in ("market_buy", "market_sell") * 12
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*orders), 90)
+        statuses = [r.status_code for r in results]
+        assert set(statuses) <= {201, 409, 422}, statuses
+        for r in results:
+            if r.status_code != 201:
+                assert_problem(r, r.status_code)
+        usd_now, race = balance(app, "mixed_trader"), holding(app, "mixed_trader", "RACE")
+        assert usd_now >= 0 and race >= 0
+        assert ledger_sum(app, "mixed_trader") == usd_now
+        assert trades_sum(app, "mixed_trader", "RACE") == race
+        # RACE trades at exactly 10.00, so no rounding: value is conserved to the cent.
+        assert usd_now + race * 10 == Decimal("50.00")
+
+
+async def test_poison_prices_through_the_gateway_leave_the_order_breaker_closed(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    """The reported impact: five keyed orders priced 1e100 by a user with no money were five 500s
+    and opened the gateway's order breaker for every user. Now they are 422s, which a breaker
+    counts as answers, not failures."""
+    order_app = create_app(Settings(**service_env, inventory_url=inventory_url))
+    auth_app = create_auth_app(AuthSettings(**service_env))
+    with (
+        serve_in_thread(order_app, lifespan="on") as order_url,
+        serve_in_thread(auth_app, lifespan="on") as auth_url,
+    ):
+        gateway_app = create_gateway_app(
+            GatewaySettings(**service_env, order_url=order_url, auth_url=auth_url)
+        )
+        async with running(gateway_app) as client:
+            token = auth_app.state.ctx.tokens.issue("poison_trader").token
+            body = {"order_type": "market_buy", "asset_id": "DOGE", "quantity": "1"}
+            for i in range(8):
+                headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"poison-{i}"}
+                r = await client.post(
+                    "/api/v1/orders", json={**body, "price": "1e100"}, headers=headers
+                )
+                assert r.status_code == 422, r.text
+            breaker = gateway_app.state.gateway.upstreams["order"].breaker
+            assert breaker.state is State.CLOSED

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -607,3 +609,187 @@ async def test_portfolio_without_inventory_is_503(
         # Money does not depend on the inventory.
         r = await client.post("/balance/deposit", headers=headers, json={"amount": "1.00"})
         assert r.status_code == 201
+
+
+# --- hardening: absurd numbers, exact parsing, idempotency, concurrency ----------------------
+
+ABSURD_AMOUNTS = [
+    "1e100",
+    "-0",
+    "1E-100",
+    "NaN",
+    "Infinity",
+    "1" + "0" * 30,
+    "9" * 5000,
+    "1e999999999",
+    "0.019999999999999999",
+    "10.004999999999999",
+]
+
+
+async def test_absurd_amounts_are_422_never_5xx(settings: Settings) -> None:
+    async with user_service(settings) as (client, tables):
+        headers = {**await signup(client), "Content-Type": "application/json"}
+        for n, text in enumerate(ABSURD_AMOUNTS):
+            for value in (json.dumps(text), text):  # a JSON string, then a JSON number
+                for operation in ("deposit", "withdraw"):
+                    keyed = {**headers, "Idempotency-Key": f"absurd-{operation}-{n}-{len(value)}"}
+                    r = await client.post(
+                        f"/balance/{operation}", content=f'{{"amount": {value}}}', headers=keyed
+                    )
+                    assert "amount" in error_fields(problem(r, 422)), (operation, value[:40])
+        assert await balance(client, headers) == 0
+        assert ledger_sum(tables, "alice_trader") == 0
+
+
+async def test_a_json_number_with_too_many_decimals_is_422_not_rounded(
+    settings: Settings,
+) -> None:
+    """As a float, 0.019999999999999999 is 0.02: it was accepted as 0.02 USD."""
+    async with user_service(settings) as (client, _):
+        headers = {**await signup(client), "Content-Type": "application/json"}
+        r = await client.post(
+            "/balance/deposit", content=b'{"amount": 0.019999999999999999}', headers=headers
+        )
+        assert "amount" in error_fields(problem(r, 422))
+        r = await client.post("/balance/deposit", content=b'{"amount": 0.02}', headers=headers)
+        assert r.status_code == 201, r.text
+        r = await client.post("/balance/deposit", content=b'{"amount": "0.03"}', headers=headers)
+        assert r.status_code == 201, r.text
+        assert await balance(client, headers) == Decimal("0.05")
+
+
+async def test_a_refused_withdrawal_is_replayed_on_retry_not_run_again(
+    settings: Settings,
+) -> None:
+    """Only 201s were stored: a refused first attempt ran again on retry, and succeeded once the
+    money had arrived. A retry returns the first final answer, a 4xx included."""
+    async with user_service(settings) as (client, tables):
+        headers = await signup(client)
+        keyed = {**headers, "Idempotency-Key": "withdraw-early"}
+        first = await client.post("/balance/withdraw", headers=keyed, json={"amount": "50.00"})
+        first_body = problem(first, 422)
+        assert first_body["type"].endswith("insufficient-funds")
+        r = await client.post("/balance/deposit", headers=headers, json={"amount": "100.00"})
+        assert r.status_code == 201
+        again = await client.post("/balance/withdraw", headers=keyed, json={"amount": "50"})
+        again_body = problem(again, 422)
+        assert again.headers["Idempotent-Replayed"] == "true"
+        first_body.pop("request_id"), again_body.pop("request_id")
+        assert again_body == first_body
+        assert await balance(client, headers) == Decimal("100.00")
+        assert ledger_sum(tables, "alice_trader") == Decimal("100.00")
+
+
+async def test_an_expired_idempotency_key_runs_anew(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    ttl = 7200
+    settings = Settings(
+        **service_env, **FAST_ARGON2, inventory_url=inventory_url, idempotency_ttl_seconds=ttl
+    )
+    async with user_service(settings) as (client, tables):
+        headers = await signup(client)
+        keyed = {**headers, "Idempotency-Key": "dep-expiring"}
+        first = await client.post("/balance/deposit", headers=keyed, json={"amount": "10.00"})
+        assert first.status_code == 201
+        record = tables.idempotency.get("alice_trader#deposit#dep-expiring", consistent_read=True)
+        left = (record.expires_at - datetime.now(UTC)).total_seconds()
+        assert ttl - 5 <= left <= ttl  # DynamoDB's TTL attribute, from the setting
+
+        # Later than the TTL: DynamoDB may not have deleted the item yet (moto never does).
+        record.update(
+            actions=[tables.idempotency.expires_at.set(datetime.now(UTC) - timedelta(seconds=1))]
+        )
+        again = await client.post("/balance/deposit", headers=keyed, json={"amount": "10.00"})
+        assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers
+        assert again.json()["transaction_id"] != first.json()["transaction_id"]
+        assert await balance(client, headers) == Decimal("20.00")
+        # ... and the new result is the one replayed from now on.
+        third = await client.post("/balance/deposit", headers=keyed, json={"amount": "10.00"})
+        assert third.json() == again.json() and third.headers["Idempotent-Replayed"] == "true"
+        assert await balance(client, headers) == Decimal("20.00")
+
+
+async def test_idempotency_keys_are_scoped_per_user(settings: Settings) -> None:
+    async with user_service(settings) as (client, _):
+        alice, bob = await signup(client), await signup(client, "bob_trader")
+        key = {"Idempotency-Key": "shared-key"}
+        a = await client.post("/balance/deposit", headers={**alice, **key}, json={"amount": "5"})
+        b = await client.post("/balance/deposit", headers={**bob, **key}, json={"amount": "7"})
+        assert a.status_code == b.status_code == 201
+        assert a.json()["transaction_id"] != b.json()["transaction_id"]
+        assert await balance(client, alice) == Decimal("5.00")
+        assert await balance(client, bob) == Decimal("7.00")
+
+
+@pytest.mark.parametrize("locks_enabled", [True, False], ids=["locks-on", "locks-off"])
+async def test_concurrent_retries_of_one_deposit_execute_once_and_answer_alike(
+    service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
+) -> None:
+    settings = Settings(
+        **service_env,
+        **FAST_ARGON2,
+        inventory_url=inventory_url,
+        locks_enabled=locks_enabled,
+        lock_wait_seconds=30,
+    )
+    async with user_service(settings) as (client, tables):
+        headers = await signup(client)
+        keyed = {**headers, "Idempotency-Key": "twin-deposit"}
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    client.post("/balance/deposit", headers=keyed, json={"amount": "10.00"})
+                    for _ in range(10)
+                )
+            ),
+            60,
+        )
+        assert [r.status_code for r in results] == [201] * 10
+        assert len({r.text for r in results}) == 1
+        assert sum("Idempotent-Replayed" not in r.headers for r in results) == 1
+        assert await balance(client, headers) == Decimal("10.00")
+        assert ledger_sum(tables, "alice_trader") == Decimal("10.00")
+
+        # Copies of a refused withdrawal: one refusal, given to all of them.
+        refused = {**headers, "Idempotency-Key": "twin-withdraw"}
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    client.post("/balance/withdraw", headers=refused, json={"amount": "11.00"})
+                    for _ in range(10)
+                )
+            ),
+            60,
+        )
+        assert [r.status_code for r in results] == [422] * 10
+        assert len({(r.json()["type"], r.json()["detail"]) for r in results}) == 1
+        assert await balance(client, headers) == Decimal("10.00")
+
+
+@pytest.mark.parametrize("locks_enabled", [True, False], ids=["locks-on", "locks-off"])
+async def test_concurrent_red_pocket_claims_succeed_once_per_day(
+    service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
+) -> None:
+    settings = Settings(
+        **service_env,
+        **FAST_ARGON2,
+        inventory_url=inventory_url,
+        locks_enabled=locks_enabled,
+        lock_wait_seconds=30,
+    )
+    async with user_service(settings) as (client, tables):
+        headers = await signup(client)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(client.post("/cny/claim", headers=headers) for _ in range(12))), 60
+        )
+        statuses = [r.status_code for r in results]
+        assert statuses.count(201) == 1, statuses
+        assert set(statuses) == {201, 409}, statuses
+        for r in results:
+            if r.status_code == 409:
+                problem(r, 409)
+        won = next(r for r in results if r.status_code == 201).json()
+        assert await balance(client, headers) == Decimal(won["amount"])
+        assert ledger_sum(tables, "alice_trader") == Decimal(won["amount"])

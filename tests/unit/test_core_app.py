@@ -11,16 +11,16 @@ import pytest
 from cnop.core.app import create_service_app
 from cnop.core.auth import Ctx, CurrentUser
 from cnop.core.faults import fault_key
+from cnop.core.json_body import api_router
 from cnop.core.locks import LOCK_PREFIX
 from cnop.core.settings import ServiceSettings
-from fastapi import APIRouter
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from redis import Redis
 
 from tests.conftest import assert_no_leak, running
 
-router = APIRouter()
+router = api_router()
 
 
 class Body(BaseModel):

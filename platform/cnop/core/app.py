@@ -31,6 +31,7 @@ from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import LivenessReport, ReadinessCheck, health_router
 from cnop.core.internal import InternalAuthMiddleware
+from cnop.core.json_body import check_routes
 from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
 from cnop.core.metrics import MetricsMiddleware, init_known_series
@@ -105,6 +106,7 @@ def create_service_app(
     configure_logging(settings.service_name, settings.log_level)
     # Before anything is served or scraped: a drill's first event must be a change from 0.
     init_known_series(settings.service_name, known_labels)
+    check_routes(routers)
     ctx = build_context(settings, uses_dynamodb=uses_dynamodb)
 
     @asynccontextmanager

@@ -19,6 +19,7 @@ from pynamodb.attributes import (
     Attribute,
     BooleanAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
 )
 from pynamodb.connection import Connection
@@ -127,13 +128,15 @@ class DailyTotalBase(Model):
 
 
 class IdempotencyBase(Model):
-    """First result of a request carrying an Idempotency-Key, written in its own transaction."""
+    """First final result of a request carrying an Idempotency-Key (see core.idempotency)."""
 
     key = UnicodeAttribute(hash_key=True)  # "{username}#{operation}#{client key}"
     request_hash = UnicodeAttribute()
     status_code = NumberAttribute()
     response_json = UnicodeAttribute()
     created_at = UnicodeAttribute()
+    # DynamoDB's TTL deletes the item some time after this; lookups check it themselves.
+    expires_at = TTLAttribute(null=True)
 
 
 class AssetBase(Model):
@@ -211,8 +214,10 @@ def ensure_tables(tables: Tables) -> None:
     for model in tables.all():
         try:
             if model.exists():
+                # Tables made before a TTL attribute existed get it switched on too.
+                model.update_ttl(ignore_update_ttl_errors=True)
                 continue
-            model.create_table(wait=True)
+            model.create_table(wait=True, ignore_update_ttl_errors=True)
             log_event("table_created", table=model.Meta.table_name)
         except TableError as exc:
             # Another service created it between our check and our create.

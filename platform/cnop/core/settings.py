@@ -62,6 +62,8 @@ class ServiceSettings(BaseSettings):
     locks_enabled: bool = True
     lock_ttl_seconds: float = Field(default=5.0, gt=0)
     lock_wait_seconds: float = Field(default=3.0, ge=0)
+    # How long an Idempotency-Key's first result is kept and replayed (user and order services).
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
     # Revocation check on every token (logout works); a lab may switch it off.
     token_revocation_enabled: bool = True
 

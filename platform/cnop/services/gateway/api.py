@@ -210,7 +210,9 @@ class Gateway:
         }
         headers["X-Request-ID"] = request_id
         headers["X-Forwarded-For"] = ip
-        retryable = request.method in RETRYABLE_METHODS or "idempotency-key" in headers
+        retryable = request.method in RETRYABLE_METHODS or (
+            request.method == "POST" and route.idempotent and "idempotency-key" in headers
+        )
         reply = await upstream.send(
             request.method,
             found.upstream_path,

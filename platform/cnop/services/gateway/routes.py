@@ -9,6 +9,10 @@ decodes each one once to match it, and forwards the received segments unchanged 
 stripped), so the upstream decodes exactly once too: ``%2541`` arrives as ``%2541`` (the id
 ``%41``), never as ``A``. A segment that decodes to something containing ``/`` (``%2F``) matches
 nothing: an encoded slash can never become a new segment upstream.
+
+``idempotent`` marks the rows whose POST honours ``Idempotency-Key`` (the backend replays a
+retried request's first result): only those POSTs may be retried by the gateway, and only when
+they carry a key. Retrying any other POST could run it twice.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Route:
     path: str  # public template without the prefix, e.g. "/orders/{order_id}"
     upstream: str
     auth: bool = True
+    idempotent: bool = False  # its POST honours Idempotency-Key, so a keyed POST may be retried
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -45,8 +50,10 @@ class Route:
         return API_PREFIX + self.path
 
 
-def route(methods: str, path: str, upstream: str, *, auth: bool = True) -> Route:
-    return Route(frozenset(methods.split(",")), path, upstream, auth)
+def route(
+    methods: str, path: str, upstream: str, *, auth: bool = True, idempotent: bool = False
+) -> Route:
+    return Route(frozenset(methods.split(",")), path, upstream, auth, idempotent)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -55,15 +62,15 @@ ROUTES: tuple[Route, ...] = (
     route("GET,PUT", "/auth/profile", "user"),
     route("POST", "/auth/logout", "user"),
     route("GET", "/balance", "user"),
-    route("POST", "/balance/deposit", "user"),
-    route("POST", "/balance/withdraw", "user"),
+    route("POST", "/balance/deposit", "user", idempotent=True),
+    route("POST", "/balance/withdraw", "user", idempotent=True),
     route("GET", "/balance/transactions", "user"),
     route("GET", "/balance/asset/{asset_id}", "user"),
     route("GET", "/portfolio", "user"),
     route("POST", "/cny/claim", "user"),
     route("GET", "/inventory/assets", "inventory", auth=False),
     route("GET", "/inventory/assets/{asset_id}", "inventory", auth=False),
-    route("GET,POST", "/orders", "order"),
+    route("GET,POST", "/orders", "order", idempotent=True),
     route("GET", "/orders/{order_id}", "order"),
     route("GET", "/assets/{asset_id}/transactions", "order"),
     route("GET", "/insights/portfolio", "insights"),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import Header, Path, Query
 from fastapi.responses import JSONResponse
 
 from cnop.core.auth import Ctx, CurrentUser
 from cnop.core.context import ServiceContext
+from cnop.core.json_body import api_router
 from cnop.core.problems import ProblemError
 from cnop.services.order import store
 from cnop.services.order.execution import place_order
@@ -22,7 +23,7 @@ from cnop.services.order.schemas import (
 )
 from cnop.services.order.settings import Settings
 
-router = APIRouter()
+router = api_router()
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 Offset = Annotated[int, Query(ge=0, le=100_000)]
@@ -41,9 +42,7 @@ async def create_order(
     ctx: Ctx,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    result = await place_order(ctx, _settings(ctx), user.username, body, idempotency_key)
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
+    return await place_order(ctx, _settings(ctx), user.username, body, idempotency_key)
 
 
 @router.get("/orders")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pynamodb.exceptions import TransactWriteError
 
 from cnop.core import idempotency
@@ -25,7 +26,16 @@ from cnop.core.context import ServiceContext
 from cnop.core.db import Tables
 from cnop.core.logging import log_event
 from cnop.core.metrics import ORDERS, TRANSACTION_CONFLICTS
-from cnop.core.money import qty, qty_str, usd, usd_str
+from cnop.core.money import (
+    CENT,
+    credit_price,
+    credit_usd,
+    debit_price,
+    debit_usd,
+    qty_str,
+    times,
+    usd_str,
+)
 from cnop.core.problems import ProblemError
 from cnop.services.order import store
 from cnop.services.order.quotes import fetch_quote
@@ -158,7 +168,9 @@ async def place_order(
     username: str,
     request: OrderRequest,
     idempotency_key: str | None,
-) -> OrderResult:
+) -> JSONResponse:
+    """Execute a market order once; with an Idempotency-Key a retry replays the first final
+    answer (the 201, or a 4xx refusal such as insufficient funds) instead of running again."""
     if request.order_type in LIMIT_TYPES:
         raise ProblemError(
             422,
@@ -166,20 +178,31 @@ async def place_order(
             slug="not-implemented",
             errors=[{"field": "order_type", "message": "limit orders are not implemented"}],
         )
-    key = idempotency.validate_key(idempotency_key)
-    idem = None
-    if key is not None:
-        idem = store.IdempotencyRecord(
-            idempotency.record_key(username, "order", key),
-            idempotency.request_fingerprint(request.fingerprint_payload()),
-        )
+    key = idempotency.request_key(
+        username,
+        "order",
+        idempotency_key,
+        request.fingerprint_payload(),
+        settings.idempotency_ttl_seconds,
+    )
     tables = ctx.require_tables()
     async with ctx.locks.hold(username, "order"):
-        if idem is not None:
-            stored = await ctx.db(idempotency.lookup, tables, idem.record, idem.fingerprint)
+        if key is not None:
+            stored = await ctx.db(idempotency.lookup, tables, key)
             if stored is not None:
-                return OrderResult(stored.status_code, stored.body, replayed=True)
-        return await _execute(ctx, settings, tables, username, request, idem)
+                return idempotency.replay(stored)
+        try:
+            result = await _execute(ctx, settings, tables, username, request, key)
+        except ProblemError as refusal:
+            if key is None or not idempotency.is_final(refusal.status):
+                raise
+            first = await ctx.db(idempotency.remember_refusal, tables, key, refusal)
+            if first is not None:  # a racing copy answered first: so do we
+                return idempotency.replay(first)
+            raise
+    if result.replayed:
+        return idempotency.replay(idempotency.StoredResult(result.status_code, result.body))
+    return JSONResponse(result.body, status_code=result.status_code)
 
 
 async def _execute(
@@ -188,19 +211,24 @@ async def _execute(
     tables: Tables,
     username: str,
     request: OrderRequest,
-    idem: store.IdempotencyRecord | None,
+    idem: idempotency.RequestKey | None,
 ) -> OrderResult:
     conditional = settings.order_conditional_writes
     funds = None if conditional else await _read_funds(ctx, tables, request, username)
     quote = await fetch_quote(ctx, settings.inventory_url, request.asset_id)
     if not quote.is_active:
         raise _reject(request, "asset_inactive", f"Asset {request.asset_id} is not tradable")
-    price = qty(quote.price)
+    # Rounding never favours the client: a buy pays the price and the total rounded up, a sell
+    # receives them rounded down. (Half-even both ways let tiny round trips mint cents.)
+    buying = request.order_type == "market_buy"
+    price = debit_price(quote.price) if buying else credit_price(quote.price)
     if price <= 0:
         raise _reject(request, "asset_unpriced", f"Asset {request.asset_id} has no price now")
-    total = usd(request.quantity * price)
-    if total <= 0:
-        raise _reject(request, "order_too_small", "The order value rounds to 0.00 USD")
+    value = times(request.quantity, price)
+    # Below a cent, a buy would pay more than it gets and a sell would get nothing: refused.
+    if value < CENT:
+        raise _reject(request, "order_too_small", "The order value is below 0.01 USD")
+    total = debit_usd(value) if buying else credit_usd(value)
     if total > settings.max_order_value:
         raise _reject(
             request,
@@ -247,7 +275,7 @@ async def _execute(
         TRANSACTION_CONFLICTS.labels("order").inc()
         if outcome == "idempotency" and idem is not None:
             # A twin request with the same key committed first: answer what it answered.
-            stored = await ctx.db(idempotency.lookup, tables, idem.record, idem.fingerprint)
+            stored = await ctx.db(idempotency.lookup, tables, idem)
             if stored is not None:
                 return OrderResult(stored.status_code, stored.body, replayed=True)
         elif outcome == "balance" and trade.is_buy:

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from cnop.core.context import ServiceContext
 from cnop.core.logging import log_event, request_id_var
 from cnop.core.metrics import DEPENDENCY_ERRORS
+from cnop.core.money import MAX_PRICE
 from cnop.core.problems import ProblemError
 
 
@@ -57,8 +58,9 @@ async def fetch_quote(ctx: ServiceContext, inventory_url: str, asset_id: str) ->
             "dependency_bad_answer", logging.WARNING, dependency="inventory", error=str(exc)[:100]
         )
         raise _unavailable() from exc
-    # Zero is a valid answer ("no price now", refused by the order rules); negative is not.
-    if not price.is_finite() or price < 0:
+    # Zero is a valid answer ("no price now", refused by the order rules); negative is not, nor
+    # a price beyond any a client may name (the money helpers are exact only within bounds).
+    if not price.is_finite() or price < 0 or price > MAX_PRICE:
         log_event("dependency_bad_answer", logging.WARNING, dependency="inventory", error="price")
         raise _unavailable()
     return Quote(asset_id=asset_id, price=price, is_active=is_active)

@@ -22,12 +22,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class IdempotencyRecord:
-    record: str
-    fingerprint: str
-
-
-@dataclass(frozen=True)
 class Trade:
     username: str
     order_id: str
@@ -60,7 +54,7 @@ def commit_trade(
     trade: Trade,
     *,
     conditional: bool,
-    idem: IdempotencyRecord | None = None,
+    idem: idempotency.RequestKey | None = None,
     response_body: dict[str, Any] | None = None,
 ) -> None:
     """Write the whole order in one transaction; raises ``TransactWriteError`` when cancelled."""
@@ -116,7 +110,7 @@ def commit_trade(
         )
         if idem is not None:
             assert response_body is not None
-            idempotency.add_record(tw, tables, idem.record, idem.fingerprint, 201, response_body)
+            idempotency.add_record(tw, tables, idem, 201, response_body)
 
         balance_condition: Condition | None
         if trade.is_buy:

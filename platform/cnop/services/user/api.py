@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pynamodb.expressions.update import Action
 
 from cnop.core.auth import Ctx, CurrentUser
 from cnop.core.clock import utc_now_iso
 from cnop.core.db import UserBase
+from cnop.core.json_body import api_router
 from cnop.core.logging import log_event, user_var
 from cnop.core.metrics import TRANSACTION_CONFLICTS
 from cnop.core.money import qty_str, usd, usd_str
@@ -28,7 +29,7 @@ from cnop.services.user.schemas import (
     RegisterRequest,
 )
 
-router = APIRouter()
+router = api_router()
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 

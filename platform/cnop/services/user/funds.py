@@ -22,7 +22,7 @@ from cnop.core.clock import iso, new_id, utc_day, utc_now
 from cnop.core.context import ServiceContext
 from cnop.core.logging import log_event
 from cnop.core.metrics import TRANSACTION_CONFLICTS
-from cnop.core.money import CENT, usd, usd_str
+from cnop.core.money import CENT, credit_usd, debit_usd, usd, usd_str
 from cnop.core.problems import ProblemError
 from cnop.services.user import store
 from cnop.services.user.settings import user_settings
@@ -96,12 +96,6 @@ def _raise_for_refusal(change: store.MoneyChange, refused: store.TransactionRefu
         raise storage_problem()
 
 
-def _replay(stored: idempotency.StoredResult) -> JSONResponse:
-    return JSONResponse(
-        stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
-    )
-
-
 async def move_funds(
     ctx: ServiceContext,
     username: str,
@@ -109,66 +103,89 @@ async def move_funds(
     amount: Decimal,
     raw_idempotency_key: str | None,
 ) -> JSONResponse:
-    """Deposit (``operation="deposit"``) or withdraw; answers 201 or replays the first result."""
+    """Deposit (``operation="deposit"``) or withdraw; answers 201 or replays the first result.
+
+    With an Idempotency-Key, everything that decides the answer runs inside the lock after the
+    lookup, so a retry gets the first final answer (a 201 or a 4xx refusal) and never runs twice.
+    """
     settings = user_settings(ctx)
     tables = ctx.require_tables()
-    key = idempotency.validate_key(raw_idempotency_key)
-    amount = usd(amount)
+    # Amounts arrive with at most 2 decimals, so this changes nothing today; it keeps the rule
+    # (a credit rounds down, a debit up) should validation ever allow more.
+    amount = credit_usd(amount) if operation == "deposit" else debit_usd(amount)
+    key = idempotency.request_key(
+        username,
+        operation,
+        raw_idempotency_key,
+        {"amount": usd_str(amount)},
+        settings.idempotency_ttl_seconds,
+    )
+    async with ctx.locks.hold(username, operation):
+        if key is not None:
+            stored = await ctx.db(idempotency.lookup, tables, key)
+            if stored is not None:
+                return idempotency.replay(stored)
+        try:
+            body = await _move(ctx, username, operation, amount, key)
+        except _AlreadyCommitted:
+            assert key is not None
+            stored = await ctx.db(idempotency.lookup, tables, key)
+            if stored is None:
+                raise conflict_problem() from None
+            return idempotency.replay(stored)
+        except ProblemError as refusal:
+            if key is None or not idempotency.is_final(refusal.status):
+                raise
+            first = await ctx.db(idempotency.remember_refusal, tables, key, refusal)
+            if first is not None:  # a racing copy answered first: so do we
+                return idempotency.replay(first)
+            raise
+    log_event(
+        f"{operation}_completed", transaction_id=body["transaction_id"], amount=usd_str(amount)
+    )
+    return JSONResponse(body, status_code=201)
+
+
+async def _move(
+    ctx: ServiceContext,
+    username: str,
+    operation: str,
+    amount: Decimal,
+    key: idempotency.RequestKey | None,
+) -> dict[str, Any]:
+    settings = user_settings(ctx)
     if operation == "deposit":
         limit, delta, kind_label = settings.daily_deposit_limit, amount, "deposit"
     else:
         limit, delta, kind_label = settings.daily_withdraw_limit, -amount, "withdrawal"
     if amount > limit:
         raise daily_limit_problem(kind_label, limit)
-
-    record = fingerprint = None
-    if key is not None:
-        record = idempotency.record_key(username, operation, key)
-        fingerprint = idempotency.request_fingerprint({"amount": usd_str(amount)})
-
-    async with ctx.locks.hold(username, operation):
-        if record is not None and fingerprint is not None:
-            stored = await ctx.db(idempotency.lookup, tables, record, fingerprint)
-            if stored is not None:
-                return _replay(stored)
-        now = utc_now()
-        transaction_id = new_id("txn")
-        body: dict[str, Any] = {
-            "success": True,
-            "message": f"{operation.capitalize()} of {usd_str(amount)} USD completed",
-            "transaction_id": transaction_id,
-            "timestamp": iso(now),
-        }
-        change = store.MoneyChange(
-            username=username,
-            delta=delta,
-            require_funds=operation == "withdraw",
-            transaction_id=transaction_id,
-            transaction_type=operation.upper(),
-            description=f"{operation.capitalize()} of {usd_str(amount)} USD",
-            timestamp=iso(now),
-            day=utc_day(now),
-            daily=[
-                store.DailyBump(
-                    operation, amount, limit, lambda: daily_limit_problem(kind_label, limit)
-                )
-            ],
-            idempotency=(
-                store.IdempotencyRecord(record, fingerprint, 201, body)
-                if record is not None and fingerprint is not None
-                else None
-            ),
-        )
-        try:
-            await commit(ctx, operation, change)
-        except _AlreadyCommitted:
-            assert record is not None and fingerprint is not None
-            stored = await ctx.db(idempotency.lookup, tables, record, fingerprint)
-            if stored is None:
-                raise conflict_problem() from None
-            return _replay(stored)
-    log_event(f"{operation}_completed", transaction_id=transaction_id, amount=usd_str(amount))
-    return JSONResponse(body, status_code=201)
+    now = utc_now()
+    transaction_id = new_id("txn")
+    body: dict[str, Any] = {
+        "success": True,
+        "message": f"{operation.capitalize()} of {usd_str(amount)} USD completed",
+        "transaction_id": transaction_id,
+        "timestamp": iso(now),
+    }
+    change = store.MoneyChange(
+        username=username,
+        delta=delta,
+        require_funds=operation == "withdraw",
+        transaction_id=transaction_id,
+        transaction_type=operation.upper(),
+        description=f"{operation.capitalize()} of {usd_str(amount)} USD",
+        timestamp=iso(now),
+        day=utc_day(now),
+        daily=[
+            store.DailyBump(
+                operation, amount, limit, lambda: daily_limit_problem(kind_label, limit)
+            )
+        ],
+        idempotency=store.IdempotencyRecord(key, 201, body) if key is not None else None,
+    )
+    await commit(ctx, operation, change)
+    return body
 
 
 def draw_red_pocket(low: Decimal, high: Decimal) -> Decimal:

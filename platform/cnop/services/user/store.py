@@ -39,8 +39,7 @@ class DailyBump:
 
 @dataclass(frozen=True)
 class IdempotencyRecord:
-    record: str
-    fingerprint: str
+    key: idempotency.RequestKey
     status_code: int
     body: dict[str, Any]
 
@@ -156,9 +155,7 @@ def apply_money_change(tables: Tables, change: MoneyChange) -> None:
             labels.add("update", f"daily:{bump.kind}")
         if change.idempotency is not None:
             rec = change.idempotency
-            idempotency.add_record(
-                tw, tables, rec.record, rec.fingerprint, rec.status_code, rec.body
-            )
+            idempotency.add_record(tw, tables, rec.key, rec.status_code, rec.body)
             labels.add("save", "idempotency")
 
     _commit(tables, build)

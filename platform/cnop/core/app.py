@@ -13,11 +13,12 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
 
 from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.faults import FaultFlags, FaultMiddleware
-from cnop.core.health import LivenessReport, ReadinessCheck, health_router
+from cnop.core.health import Liveness, LivenessReport, ReadinessCheck, health_router
 from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
 from cnop.core.metrics import MetricsMiddleware
@@ -82,6 +83,7 @@ def create_service_app(
     cors: bool = False,
     log_requests: bool = True,
     liveness: LivenessReport | None = None,
+    liveness_model: type[BaseModel] = Liveness,
 ) -> FastAPI:
     configure_logging(settings.service_name, settings.log_level)
     ctx = build_context(settings, uses_dynamodb=uses_dynamodb)
@@ -122,7 +124,7 @@ def create_service_app(
             await ctx.db(ping, tables)
 
         checks["dynamodb"] = dynamodb_ready
-    app.include_router(health_router(settings.service_name, checks, liveness))
+    app.include_router(health_router(settings.service_name, checks, liveness, liveness_model))
     for router in routers:
         app.include_router(router)
     install_problem_handlers(app)

@@ -61,7 +61,7 @@ async def list_assets(
 )
 async def get_asset(
     ctx: Ctx,
-    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN, description="e.g. BTC")],
+    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN, examples=["BTC"])],
 ) -> dict[str, Any]:
     """Inactive assets are still served here (with their status), so history stays readable."""
     inv = state(ctx)

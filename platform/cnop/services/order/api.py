@@ -84,7 +84,7 @@ async def get_order(
 
 @router.get("/assets/{asset_id}/transactions", response_model=responses.TradePage)
 async def asset_transactions(
-    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN)],
+    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN, examples=["BTC"])],
     user: CurrentUser,
     ctx: Ctx,
     limit: Limit = 50,

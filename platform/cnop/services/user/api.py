@@ -282,7 +282,7 @@ async def claim(user: CurrentUser, ctx: Ctx) -> dict[str, Any]:
     "/balance/asset/{asset_id}", response_model=responses.AssetBalance, responses=problems(404)
 )
 async def asset_balance(
-    asset_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,10}$")],
+    asset_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,10}$", examples=["BTC"])],
     user: CurrentUser,
     ctx: Ctx,
 ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from cnop.core.app import create_service_app
 from cnop.core.context import ServiceContext
 from cnop.services.gateway.api import Gateway, router
+from cnop.services.gateway.responses import GatewayHealth
 from cnop.services.gateway.settings import Settings
 
 __all__ = ["Settings", "create_app"]
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_shutdown=on_shutdown,
         cors=True,
         liveness=liveness,
+        liveness_model=GatewayHealth,
     )
     app.state.gateway = gateway
     return app

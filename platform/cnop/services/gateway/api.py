@@ -207,8 +207,10 @@ class Gateway:
         if guard:
             await self._check_login(ip, login_name)
 
-        headers = {
-            name: request.headers[name]
+        # The bytes as received: a value outside ASCII (legal on the wire) is the backend's to
+        # judge, never an encoding error of ours.
+        headers: dict[str, str | bytes] = {
+            name: request.headers[name].encode("latin-1")
             for name in FORWARDED_REQUEST_HEADERS
             if name in request.headers
         }

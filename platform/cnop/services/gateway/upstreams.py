@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -95,7 +96,7 @@ class Upstream:
         path: str,
         *,
         query: bytes = b"",
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
         body: bytes = b"",
         retryable: bool = False,
     ) -> httpx.Response:

@@ -113,7 +113,7 @@ def fuzz_user(fuzz_sandbox: Sandbox) -> FuzzUser:
         token = user.login()
         r = client.post(
             f"{API}/balance/deposit",
-            json={"amount": "5000.00"},
+            json={"amount": "9000.00"},  # the daily limit is 10,000
             headers={"Authorization": f"Bearer {token}"},
         )
         assert r.status_code == 201, r.text

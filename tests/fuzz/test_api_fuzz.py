@@ -1,12 +1,12 @@
 """Schemathesis against a real platform, through the gateway, with a logged-in user.
 
-Every operation of the published document is fuzzed (seeded, a bounded number of examples, valid
-and invalid inputs), then the OpenAPI links are followed statefully (a new order, then its detail,
-its asset's trades and holding). Each response must be no server error and must match the
-document: status, content type, body schema and headers. Failures are collected rather than
-raised, so one run reports every kind of failure (with a curl line to reproduce it), and the last
-test fails with that list; it also fails when an operation was never reached, so the suite cannot
-pass by generating nothing.
+The OpenAPI links are followed statefully first, while the user still has money to trade (a new
+order, then its detail, its asset's trades and holding); then every operation of the published
+document is fuzzed (seeded, a bounded number of examples, valid and invalid inputs). Each
+response must be no server error and must match the document: status, content type, body schema
+and headers. Failures are collected rather than raised, so one run reports every kind of failure
+(with a curl line to reproduce it), and the last test fails with that list; it also fails when an
+operation was never reached, so the suite cannot pass by generating nothing.
 """
 
 from __future__ import annotations
@@ -98,17 +98,6 @@ def _call_and_record(
     return response
 
 
-@SCHEMA.parametrize()
-def test_every_operation(
-    case: schemathesis.Case,
-    published_schema: schemathesis.BaseSchema,
-    fuzz_session: requests.Session,
-    fuzz_record: FuzzRecord,
-    fuzz_sandbox: Sandbox,
-) -> None:
-    _call_and_record(case, fuzz_session, fuzz_record, fuzz_sandbox.gateway)
-
-
 def test_stateful_links(
     published_schema: schemathesis.BaseSchema,
     fuzz_session: requests.Session,
@@ -138,6 +127,17 @@ def test_stateful_links(
         )
     )
     assert fuzz_record.stateful_steps > 0
+
+
+@SCHEMA.parametrize()
+def test_every_operation(
+    case: schemathesis.Case,
+    published_schema: schemathesis.BaseSchema,
+    fuzz_session: requests.Session,
+    fuzz_record: FuzzRecord,
+    fuzz_sandbox: Sandbox,
+) -> None:
+    _call_and_record(case, fuzz_session, fuzz_record, fuzz_sandbox.gateway)
 
 
 def _summary(record: FuzzRecord) -> Iterator[str]:

@@ -75,7 +75,7 @@ class FuzzRecord:
     responses: Counter[str] = field(default_factory=Counter)
     statuses: defaultdict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
-    stateful_steps: int = 0
+    stateful: Counter[str] = field(default_factory=Counter)  # "METHOD /path STATUS"
 
     def response(self, operation: str, status: int) -> None:
         self.responses[operation] += 1

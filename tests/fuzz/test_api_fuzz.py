@@ -109,8 +109,9 @@ def test_stateful_links(
 
     class Links(machine):  # type: ignore[misc,valid-type]
         def call(self, case: schemathesis.Case, **kwargs: Any) -> schemathesis.Response:
-            fuzz_record.stateful_steps += 1
-            return _call_and_record(case, fuzz_session, fuzz_record, fuzz_sandbox.gateway)
+            response = _call_and_record(case, fuzz_session, fuzz_record, fuzz_sandbox.gateway)
+            fuzz_record.stateful[f"{case.operation.label} {response.status_code}"] += 1
+            return response
 
         def validate_response(self, *args: Any, **kwargs: Any) -> None:
             """Already checked (and recorded) in :meth:`call`."""
@@ -126,7 +127,7 @@ def test_stateful_links(
             phases=[hypothesis.Phase.generate],
         )
     )
-    assert fuzz_record.stateful_steps > 0
+    assert fuzz_record.stateful.total() > 0
 
 
 @SCHEMA.parametrize()
@@ -152,11 +153,15 @@ def test_fuzzing_found_nothing_and_reached_every_operation(fuzz_record: FuzzReco
         f"only {len(reached)} of {EXPECTED_OPERATIONS} operations answered anything but 429: "
         f"{sorted(reached)}"
     )
+    # A link was followed: an order placed in a sequence was then read back by its id.
+    assert fuzz_record.stateful["GET /api/v1/orders/{order_id} 200"] > 0, dict(fuzz_record.stateful)
     total = sum(fuzz_record.responses.values())
     assert not fuzz_record.findings, (
         f"{len(fuzz_record.findings)} kinds of failure in {total} responses "
-        f"({fuzz_record.stateful_steps} in stateful sequences):\n"
+        f"({fuzz_record.stateful.total()} in stateful sequences):\n"
         + "\n".join(_summary(fuzz_record))
         + "\nstatuses per operation: "
         + json.dumps({op: dict(s) for op, s in sorted(fuzz_record.statuses.items())})
+        + "\nin stateful sequences: "
+        + json.dumps(dict(sorted(fuzz_record.stateful.items())))
     )

@@ -22,6 +22,7 @@ from cnop.core.problems import PROBLEM_MEDIA_TYPE, problem_response
 from cnop.services.auth.main import Settings as AuthSettings
 from cnop.services.auth.main import create_app as create_auth_app
 from cnop.services.gateway.main import Settings, create_app
+from cnop.services.gateway.published import load_document
 from cnop.services.gateway.routes import ROUTES, RouteMatch, WrongMethod, match
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -323,6 +324,46 @@ async def test_routes_strip_the_prefix_and_forward_only_safe_headers(platform: P
 
         r = await c.get("/api/v1/assets/BTC/transactions", headers=auth)
         assert r.status_code == 200 and order.hits[-1]["path"] == "/assets/BTC/transactions"
+
+
+async def test_header_values_outside_ascii_are_forwarded_as_sent_not_a_500(
+    platform: Platform,
+) -> None:
+    order = platform.upstreams["order"]
+    async with gateway(platform.settings()) as client:
+        c = client()
+        key, language = "clé-1".encode(), "fr-ä".encode()
+        r = await c.post(
+            "/api/v1/orders",
+            content=b"{}",
+            headers=[
+                (b"Authorization", platform.bearer()["Authorization"].encode()),
+                (b"Content-Type", b"application/json"),
+                (b"Idempotency-Key", key),
+                (b"Accept-Language", language),
+            ],
+        )
+        assert r.status_code == 201, r.text
+        sent = order.hits[-1]["headers"]
+        assert sent["idempotency-key"].encode("latin-1") == key
+        assert sent["accept-language"].encode("latin-1") == language
+        # No token is ever outside ASCII: refused here, without asking the auth service.
+        r = await c.get("/api/v1/balance", headers=[(b"Authorization", "Bearer é".encode())])
+        assert_problem(r, 401)
+
+
+async def test_the_openapi_document_is_public_and_rate_limited(platform: Platform) -> None:
+    async with gateway(platform.settings()) as client:
+        c = client()
+        r = await c.get("/api/v1/openapi.json")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert r.content == load_document()
+        assert r.json()["openapi"].startswith("3.1")
+        assert r.headers["ratelimit-limit"] == "1000"
+        r = await c.post("/api/v1/openapi.json")
+        assert_problem(r, 405)
+        assert r.headers["allow"] == "GET"
+        assert all(not s.hits for s in platform.upstreams.values())
 
 
 async def test_unknown_routes_are_404_and_wrong_methods_405_without_calling(

@@ -7,85 +7,18 @@ per-IP limits and login blocks are real.
 
 from __future__ import annotations
 
-import itertools
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import sandbox_port_offset
+from tests.sandbox import LAB, Sandbox, lab_sandbox, next_ip
 
-LAB = str(Path(sys.executable).parent / "lab")
+__all__ = ["LAB", "PORT_OFFSET", "Sandbox", "next_ip"]
+
 PORT_OFFSET = 20000
-_next_ip = itertools.count(10)
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    home: Path
-    env: dict[str, str]
-    offset: int
-    gateway: str
-    prometheus: str
-    startup_seconds: float
-
-    def lab(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [LAB, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def client(self, ip: str | None = None, timeout: float = 15.0) -> httpx.AsyncClient:
-        """A client whose requests come from their own loopback address."""
-        address = ip or next_ip()
-        transport = httpx.AsyncHTTPTransport(local_address=address)
-        return httpx.AsyncClient(
-            base_url=self.gateway,
-            transport=transport,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=100),
-        )
-
-
-def next_ip() -> str:
-    n = next(_next_ip)
-    return f"127.0.{n // 250}.{n % 250 + 2}"
 
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    home = tmp_path_factory.mktemp("lab-home")
-    offset = sandbox_port_offset(PORT_OFFSET)
-    env = {
-        **os.environ,
-        "CNOP_LAB_HOME": str(home),
-        "CNOP_LAB_PORT_OFFSET": str(offset),
-        "CNOP_LAB_RUNTIME": "local",
-    }
-    started = time.perf_counter()
-    up = subprocess.run(
-        [LAB, "up", "--runtime", "local"], env=env, capture_output=True, text=True, timeout=120
-    )
-    elapsed = time.perf_counter() - started
-    if up.returncode != 0:
-        subprocess.run([LAB, "down"], env=env, capture_output=True, timeout=60, check=False)
-        pytest.fail(f"lab up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
-    box = Sandbox(
-        home=home,
-        env=env,
-        offset=offset,
-        gateway=f"http://127.0.0.1:{8080 + offset}",
-        prometheus=f"http://127.0.0.1:{9090 + offset}",
-        startup_seconds=elapsed,
-    )
-    print(f"\nlab up: ready in {elapsed:.1f} s")
-    try:
+    with lab_sandbox(tmp_path_factory.mktemp("lab-home"), PORT_OFFSET) as box:
         yield box
-    finally:
-        down = subprocess.run([LAB, "down"], env=env, capture_output=True, text=True, timeout=60)
-        assert down.returncode == 0, down.stderr

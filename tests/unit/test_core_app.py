@@ -104,6 +104,19 @@ async def test_metrics_use_route_templates_and_errors_are_problems(
         assert_no_leak(r.text)
 
 
+async def test_a_json_body_that_is_not_utf8_is_a_422_like_any_malformed_json(
+    service_env: dict[str, Any],
+) -> None:
+    app = make_app(service_env)
+    async with running(app) as client:
+        r = await client.post(
+            "/items", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"] == [{"field": "body", "message": "not valid JSON (UTF-8 text)"}]
+
+
 async def test_every_response_has_security_headers_and_a_request_id(
     service_env: dict[str, Any],
 ) -> None:

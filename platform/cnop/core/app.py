@@ -24,12 +24,13 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
 
 from cnop.core.body_guard import BodyGuardMiddleware
 from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.faults import FaultFlags, FaultMiddleware
-from cnop.core.health import LivenessReport, ReadinessCheck, health_router
+from cnop.core.health import Liveness, LivenessReport, ReadinessCheck, health_router
 from cnop.core.internal import InternalAuthMiddleware
 from cnop.core.json_body import check_routes
 from cnop.core.locks import UserLocks
@@ -98,6 +99,7 @@ def create_service_app(
     liveness: LivenessReport | None = None,
     known_labels: Mapping[str, Sequence[str]] | None = None,
     internal_only: bool = True,
+    liveness_model: type[BaseModel] = Liveness,
 ) -> FastAPI:
     """``known_labels`` are the service's own label values (``{"upstreams": (...)}``) that
     :data:`cnop.core.metrics.KNOWN_SERIES` refers to as ``"@upstreams"``. ``internal_only``: the
@@ -145,7 +147,7 @@ def create_service_app(
             await ctx.db(ping, tables)
 
         checks["dynamodb"] = dynamodb_ready
-    app.include_router(health_router(settings.service_name, checks, liveness))
+    app.include_router(health_router(settings.service_name, checks, liveness, liveness_model))
     for router in routers:
         app.include_router(router)
     install_problem_handlers(app)

@@ -8,18 +8,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 # A service whose liveness says more (the gateway reports its breakers) supplies the body.
 LivenessReport = Callable[[], Awaitable[dict[str, Any]]]
 
 
+class Liveness(BaseModel):
+    status: str
+    service: str
+
+
 def health_router(
-    service: str, checks: dict[str, ReadinessCheck], liveness: LivenessReport | None = None
+    service: str,
+    checks: dict[str, ReadinessCheck],
+    liveness: LivenessReport | None = None,
+    liveness_model: type[BaseModel] = Liveness,
 ) -> APIRouter:
+    """``liveness_model`` describes the body of ``/health`` (the gateway publishes its own)."""
     router = APIRouter(tags=["health"])
 
-    @router.get("/health")
+    @router.get("/health", response_model=liveness_model)
     async def live() -> dict[str, Any]:
         if liveness is not None:
             return await liveness()

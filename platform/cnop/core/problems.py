@@ -156,6 +156,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's 400 for a JSON body it cannot even decode (not UTF-8): for the contract
+            # that is bad input like any malformed JSON, so the same 422 naming the body.
+            errors = [{"field": "body", "message": "not valid JSON (UTF-8 text)"}]
+            return problem_response(422, "Invalid input: body", request.url.path, errors=errors)
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
         if exc.status_code == 404 and detail == "Not Found":
             detail = "No such resource"

@@ -28,6 +28,7 @@ from cnop.core.redis import REDIS_DOWN_ERRORS, make_redis, report_redis_down
 from cnop.services.gateway.auth_check import AuthCheck
 from cnop.services.gateway.client_ip import client_ip, parse_networks
 from cnop.services.gateway.login_guard import LoginGuard, LoginPolicy
+from cnop.services.gateway.published import OPENAPI_PATH, load_document
 from cnop.services.gateway.ratelimit import Decision, RateLimiter, tightest
 from cnop.services.gateway.routes import LOGIN_PATH, RouteMatch, WrongMethod, match, raw_path
 from cnop.services.gateway.settings import Settings
@@ -130,6 +131,7 @@ class Gateway:
             for name, url in urls.items()
         }
         self.auth = AuthCheck(self.upstreams["auth"])
+        self.openapi = load_document()
 
     async def aclose(self) -> None:
         await asyncio.gather(*(u.aclose() for u in self.upstreams.values()))
@@ -154,10 +156,15 @@ class Gateway:
     async def _handle(self, request: Request, decisions: list[Decision]) -> Response:
         scope = request.scope
         found = match(request.method, raw_path(scope))
+        is_document = scope["path"] == OPENAPI_PATH
         scope["cnop.route"] = (
             found.route.template
             if isinstance(found, RouteMatch)
-            else (found.template if isinstance(found, WrongMethod) else "unmatched")
+            else (
+                found.template
+                if isinstance(found, WrongMethod)
+                else (OPENAPI_PATH if is_document else "unmatched")
+            )
         )
         is_login = isinstance(found, RouteMatch) and found.route.path == LOGIN_PATH
         ip = client_ip(
@@ -173,6 +180,8 @@ class Gateway:
             await self._limit(
                 decisions, "ip", f"ip:{ip}", s.rate_limit_ip_limit, ip=ip, fail_closed=unsafe
             )
+        if is_document:
+            return _document(request.method, self.openapi)
         if found is None:
             raise ProblemError(404, "No such resource")
         if isinstance(found, WrongMethod):
@@ -203,8 +212,10 @@ class Gateway:
         if guard:
             await self._check_login(ip, login_name)
 
-        headers = {
-            name: request.headers[name]
+        # The bytes as received: a value outside ASCII (legal on the wire) is the backend's to
+        # judge, never an encoding error of ours.
+        headers: dict[str, str | bytes] = {
+            name: request.headers[name].encode("latin-1")
             for name in FORWARDED_REQUEST_HEADERS
             if name in request.headers
         }
@@ -352,6 +363,13 @@ class Gateway:
             "upstreams": upstreams,
             "redis": redis,
         }
+
+
+def _document(method: str, document: bytes) -> Response:
+    """The published OpenAPI document: public, no token, but rate limited like any route."""
+    if method != "GET":
+        raise ProblemError(405, "Method not allowed; use GET", headers={"Allow": "GET"})
+    return Response(document, media_type="application/json")
 
 
 def _login_username(body: bytes) -> str | None:

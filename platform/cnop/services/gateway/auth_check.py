@@ -26,6 +26,10 @@ class AuthCheck:
             log_event("token_rejected", reason="missing")
             raise ProblemError(401, "A bearer token is required", headers=BEARER_CHALLENGE)
         assert authorization is not None
+        if not authorization.isascii():
+            # A JWT is base64url text: anything else is not a token (and not worth a call).
+            log_event("token_rejected", reason="invalid")
+            raise ProblemError(401, "The token is not valid", headers=BEARER_CHALLENGE)
         try:
             response = await self.upstream.send(
                 "POST",

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from cnop.core.app import create_service_app
 from cnop.core.context import ServiceContext
 from cnop.services.gateway.api import Gateway, router
+from cnop.services.gateway.responses import GatewayHealth
 from cnop.services.gateway.routes import UPSTREAMS
 from cnop.services.gateway.settings import Settings
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         liveness=liveness,
         known_labels={"upstreams": UPSTREAMS},
         internal_only=False,
+        liveness_model=GatewayHealth,
     )
     app.state.gateway = gateway
     return app

@@ -99,7 +99,7 @@ class Upstream:
         path: str,
         *,
         query: bytes = b"",
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
         body: bytes = b"",
         retryable: bool = False,
     ) -> httpx.Response:

@@ -12,6 +12,8 @@ from cnop.core.clock import utc_now_iso
 from cnop.core.context import ServiceContext
 from cnop.core.logging import log_event
 from cnop.core.metrics import INSIGHTS_REQUESTS
+from cnop.core.schemas import problems
+from cnop.services.insights import responses
 from cnop.services.insights.cache import CachedInsight, InsightsCache
 from cnop.services.insights.llm import GeminiSummarizer, LLMUnavailable
 from cnop.services.insights.portfolio import fetch_portfolio
@@ -42,7 +44,9 @@ def state(ctx: ServiceContext) -> InsightsState:
     return ctx.extra[STATE_KEY]
 
 
-@router.get("/insights/portfolio")
+@router.get(
+    "/insights/portfolio", response_model=responses.InsightEnvelope, responses=problems(403)
+)
 async def portfolio_insights(request: Request, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     settings = insights_settings(ctx)
     portfolio = await fetch_portfolio(ctx, request, settings.user_url)

@@ -13,6 +13,8 @@ from cnop.core.clock import iso
 from cnop.core.context import ServiceContext
 from cnop.core.money import usd_str
 from cnop.core.problems import ProblemError
+from cnop.core.schemas import problems
+from cnop.services.inventory import responses
 from cnop.services.inventory.catalogue import Catalogue, CatalogueEntry
 from cnop.services.inventory.pricebook import PriceBook
 from cnop.services.inventory.prices import Quote, pct_change
@@ -34,7 +36,7 @@ def state(ctx: ServiceContext) -> InventoryState:
     return ctx.extra[STATE_KEY]
 
 
-@router.get("/inventory/assets")
+@router.get("/inventory/assets", response_model=responses.AssetList)
 async def list_assets(
     ctx: Ctx,
     active_only: bool = True,
@@ -52,10 +54,14 @@ async def list_assets(
     }
 
 
-@router.get("/inventory/assets/{asset_id}")
+@router.get(
+    "/inventory/assets/{asset_id}",
+    response_model=responses.AssetDetailEnvelope,
+    responses=problems(404),
+)
 async def get_asset(
     ctx: Ctx,
-    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN, description="e.g. BTC")],
+    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN, examples=["BTC"])],
 ) -> dict[str, Any]:
     """Inactive assets are still served here (with their status), so history stays readable."""
     inv = state(ctx)

@@ -11,7 +11,8 @@ from cnop.core.auth import Ctx, CurrentUser
 from cnop.core.context import ServiceContext
 from cnop.core.json_body import api_router
 from cnop.core.problems import ProblemError
-from cnop.services.order import store
+from cnop.core.schemas import problems
+from cnop.services.order import responses, store
 from cnop.services.order.execution import place_order
 from cnop.services.order.schemas import (
     ASSET_ID_PATTERN,
@@ -35,7 +36,9 @@ def _settings(ctx: ServiceContext) -> Settings:
     return settings if isinstance(settings, Settings) else Settings(**settings.model_dump())
 
 
-@router.post("/orders", status_code=201)
+@router.post(
+    "/orders", status_code=201, response_model=responses.OrderEnvelope, responses=problems(404, 409)
+)
 async def create_order(
     body: OrderRequest,
     user: CurrentUser,
@@ -45,7 +48,7 @@ async def create_order(
     return await place_order(ctx, _settings(ctx), user.username, body, idempotency_key)
 
 
-@router.get("/orders")
+@router.get("/orders", response_model=responses.OrderPage)
 async def list_orders(
     user: CurrentUser,
     ctx: Ctx,
@@ -66,7 +69,7 @@ async def list_orders(
     return {"data": [render_order(o) for o in orders], "has_more": has_more}
 
 
-@router.get("/orders/{order_id}")
+@router.get("/orders/{order_id}", response_model=responses.OrderEnvelope, responses=problems(404))
 async def get_order(
     order_id: Annotated[str, Path(pattern=ORDER_ID_PATTERN)], user: CurrentUser, ctx: Ctx
 ) -> dict[str, Any]:
@@ -78,9 +81,9 @@ async def get_order(
     return {"data": render_order(order)}
 
 
-@router.get("/assets/{asset_id}/transactions")
+@router.get("/assets/{asset_id}/transactions", response_model=responses.TradePage)
 async def asset_transactions(
-    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN)],
+    asset_id: Annotated[str, Path(pattern=ASSET_ID_PATTERN, examples=["BTC"])],
     user: CurrentUser,
     ctx: Ctx,
     limit: Limit = 50,

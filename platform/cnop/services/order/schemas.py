@@ -24,7 +24,12 @@ AssetId = Annotated[str, StringConstraints(pattern=ASSET_ID_PATTERN)]
 
 class OrderRequest(BaseModel):
     # Unknown keys are ignored (clients of the original platform send a few extra ones).
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"order_type": "market_buy", "asset_id": "BTC", "quantity": "0.001"}]
+        },
+    )
 
     order_type: OrderType
     asset_id: AssetId

@@ -18,8 +18,9 @@ from cnop.core.metrics import TRANSACTION_CONFLICTS
 from cnop.core.money import qty_str, usd, usd_str
 from cnop.core.problems import ProblemError
 from cnop.core.redis import REDIS_DOWN_ERRORS
+from cnop.core.schemas import problems
 from cnop.core.tokens import TokenError
-from cnop.services.user import funds, portfolio, store
+from cnop.services.user import funds, portfolio, responses, store
 from cnop.services.user.passwords import Passwords
 from cnop.services.user.schemas import (
     AmountRequest,
@@ -76,7 +77,9 @@ async def _require_user(ctx: Ctx, username: str) -> UserBase:
 # --- accounts -------------------------------------------------------------------------------
 
 
-@router.post("/auth/register", status_code=201)
+@router.post(
+    "/auth/register", status_code=201, response_model=responses.Message, responses=problems(409)
+)
 async def register(body: RegisterRequest, request: Request, ctx: Ctx) -> dict[str, str]:
     tables = ctx.require_tables()
     password_hash = await _passwords(request).hash(body.password)
@@ -114,7 +117,7 @@ async def register(body: RegisterRequest, request: Request, ctx: Ctx) -> dict[st
     return {"message": "User registered successfully"}
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", response_model=responses.Token, responses=problems(401))
 async def login(body: LoginRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     user = await ctx.db(store.get_user, ctx.require_tables(), body.username)
     ok = await _passwords(request).verify(body.password, user.password_hash if user else None)
@@ -128,7 +131,7 @@ async def login(body: LoginRequest, request: Request, ctx: Ctx) -> dict[str, Any
     return {"access_token": issued.token, "token_type": "bearer", "expires_in": issued.expires_in}
 
 
-@router.post("/auth/logout")
+@router.post("/auth/logout", response_model=responses.Message, responses=problems(403))
 async def logout(body: LogoutRequest, user: CurrentUser, ctx: Ctx) -> dict[str, str]:
     """Revoke the caller's token and, if the body names another token of the same user, it too."""
     to_revoke = [(user.jti, user.expires_at)]
@@ -158,12 +161,12 @@ async def logout(body: LogoutRequest, user: CurrentUser, ctx: Ctx) -> dict[str, 
     return {"message": "Logged out successfully"}
 
 
-@router.get("/auth/profile")
+@router.get("/auth/profile", response_model=responses.Profile, responses=problems(404))
 async def get_profile(user: CurrentUser, ctx: Ctx) -> dict[str, Any]:
     return _profile(await _require_user(ctx, user.username))
 
 
-@router.put("/auth/profile")
+@router.put("/auth/profile", response_model=responses.ProfileUpdated, responses=problems(404, 409))
 async def update_profile(body: ProfileUpdate, user: CurrentUser, ctx: Ctx) -> dict[str, Any]:
     tables = ctx.require_tables()
     users = tables.users
@@ -205,7 +208,7 @@ async def update_profile(body: ProfileUpdate, user: CurrentUser, ctx: Ctx) -> di
 # --- money ----------------------------------------------------------------------------------
 
 
-@router.get("/balance")
+@router.get("/balance", response_model=responses.Balance, responses=problems(404))
 async def get_balance(user: CurrentUser, ctx: Ctx) -> dict[str, str]:
     balance = await ctx.db(store.get_balance, ctx.require_tables(), user.username)
     if balance is None:
@@ -213,21 +216,31 @@ async def get_balance(user: CurrentUser, ctx: Ctx) -> dict[str, str]:
     return {"current_balance": usd_str(balance.usd_balance), "updated_at": balance.updated_at}
 
 
-@router.post("/balance/deposit", status_code=201)
+@router.post(
+    "/balance/deposit",
+    status_code=201,
+    response_model=responses.FundsMoved,
+    responses=problems(404, 409),
+)
 async def deposit(
     body: AmountRequest, user: CurrentUser, ctx: Ctx, key: IdempotencyKey = None
 ) -> JSONResponse:
     return await funds.move_funds(ctx, user.username, "deposit", body.amount, key)
 
 
-@router.post("/balance/withdraw", status_code=201)
+@router.post(
+    "/balance/withdraw",
+    status_code=201,
+    response_model=responses.FundsMoved,
+    responses=problems(404, 409),
+)
 async def withdraw(
     body: AmountRequest, user: CurrentUser, ctx: Ctx, key: IdempotencyKey = None
 ) -> JSONResponse:
     return await funds.move_funds(ctx, user.username, "withdraw", body.amount, key)
 
 
-@router.get("/balance/transactions")
+@router.get("/balance/transactions", response_model=responses.LedgerPage)
 async def transactions(
     user: CurrentUser,
     ctx: Ctx,
@@ -253,7 +266,12 @@ async def transactions(
     }
 
 
-@router.post("/cny/claim", status_code=201)
+@router.post(
+    "/cny/claim",
+    status_code=201,
+    response_model=responses.RedPocket,
+    responses=problems(404, 409, 422),
+)
 async def claim(user: CurrentUser, ctx: Ctx) -> dict[str, Any]:
     return await funds.claim_red_pocket(ctx, user.username)
 
@@ -261,9 +279,11 @@ async def claim(user: CurrentUser, ctx: Ctx) -> dict[str, Any]:
 # --- holdings -------------------------------------------------------------------------------
 
 
-@router.get("/balance/asset/{asset_id}")
+@router.get(
+    "/balance/asset/{asset_id}", response_model=responses.AssetBalance, responses=problems(404)
+)
 async def asset_balance(
-    asset_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,10}$")],
+    asset_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,10}$", examples=["BTC"])],
     user: CurrentUser,
     ctx: Ctx,
 ) -> dict[str, Any]:
@@ -285,7 +305,7 @@ async def asset_balance(
     }
 
 
-@router.get("/portfolio")
+@router.get("/portfolio", response_model=responses.Portfolio, responses=problems(404))
 async def get_portfolio(user: CurrentUser, ctx: Ctx) -> dict[str, Any]:
     tables = ctx.require_tables()
     balance = await ctx.db(store.get_balance, tables, user.username)

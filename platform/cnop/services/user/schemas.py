@@ -31,6 +31,20 @@ class _Body(BaseModel):
 
 
 class RegisterRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "alice_trader",
+                    "email": "alice@example.com",
+                    "password": "Str0ng!Passw0rd",
+                    "first_name": "Alice",
+                    "last_name": "Trader",
+                }
+            ]
+        }
+    )
+
     username: Username
     email: Email
     password: Password
@@ -42,6 +56,12 @@ class RegisterRequest(_Body):
 
 
 class LoginRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "alice_trader", "password": "Str0ng!Passw0rd"}]
+        }
+    )
+
     username: Username
     password: Password
 
@@ -70,4 +90,6 @@ class ProfileUpdate(_Body):
 
 
 class AmountRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amount": "100.00"}]})
+
     amount: Amount

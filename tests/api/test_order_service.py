@@ -460,7 +460,12 @@ def _invariants_hold(app: FastAPI, completed: int) -> bool:
 async def test_concurrent_buys_never_overdraw(
     service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
 ) -> None:
-    settings = {"locks_enabled": locks_enabled, "lock_wait_seconds": 30}
+    # Everyone waits for the lock here (a 30 s wait needs a budget that covers it).
+    settings = {
+        "locks_enabled": locks_enabled,
+        "lock_wait_seconds": 30,
+        "request_budget_seconds": 60,
+    }
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         statuses = await _race(app, client)
         assert statuses.count(201) == 10, statuses

@@ -1,8 +1,8 @@
 """Builds a service's FastAPI app with everything every service shares.
 
 A service supplies its settings, its routers and, optionally, a start-up hook; this factory adds
-JSON logging, request ids, security headers, metrics, fault flags, problem handlers, health
-probes and the clients in :class:`~cnop.core.context.ServiceContext`.
+JSON logging, request ids, request deadlines, security headers, metrics, fault flags, problem
+handlers, health probes and the clients in :class:`~cnop.core.context.ServiceContext`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
+from cnop.core.deadline import DeadlineMiddleware
 from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import LivenessReport, ReadinessCheck, health_router
 from cnop.core.locks import UserLocks
@@ -146,5 +147,11 @@ def create_service_app(
         )
     app.add_middleware(MetricsMiddleware, service=settings.service_name)
     app.add_middleware(SecurityHeadersMiddleware)
+    # Outside the fault middleware: injected latency spends the request's deadline too.
+    app.add_middleware(
+        DeadlineMiddleware,
+        budget_seconds=settings.request_budget_seconds,
+        margin_seconds=settings.deadline_margin_seconds,
+    )
     app.add_middleware(RequestContextMiddleware, log_requests=log_requests)
     return app

@@ -1,10 +1,13 @@
 """The gateway's request pipeline: one catch-all handler that walks each request through
-client IP -> IP rate limit -> route table -> token check -> user rate limit -> login guard ->
-upstream; plus the body of ``GET /health`` (breaker states and Redis).
+client IP -> IP rate limit -> route table -> token check -> user rate limit -> user in-flight
+cap -> login guard -> upstream; plus the body of ``GET /health`` (breaker states and Redis).
 
 Order matters: the IP limit runs before anything else (even for unknown routes), so a flood
 costs one Redis round trip per request and never reaches the auth service; an open upstream
-breaker is checked before the token check, so a dead upstream is refused in microseconds.
+breaker is checked before the token check, so a dead upstream is refused in microseconds. The
+in-flight slot is taken last, just before the upstream call, and given back when the answer is
+in: one user's burst queues at most ``rate_limit_user_inflight`` requests on the upstream (and
+on that user's lock), so it cannot time out, and trip the breaker, for everyone else.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -26,6 +31,7 @@ from cnop.core.problems import ProblemError
 from cnop.core.redis import REDIS_DOWN_ERRORS, make_redis, report_redis_down
 from cnop.services.gateway.auth_check import AuthCheck
 from cnop.services.gateway.client_ip import client_ip, parse_networks
+from cnop.services.gateway.inflight import RETRY_AFTER_SECONDS, InflightLimiter
 from cnop.services.gateway.login_guard import LoginGuard, LoginPolicy
 from cnop.services.gateway.ratelimit import Decision, RateLimiter, tightest
 from cnop.services.gateway.routes import LOGIN_PATH, RouteMatch, WrongMethod, match
@@ -84,6 +90,7 @@ class Gateway:
         self.redis = redis
         self.trusted = parse_networks(settings.trusted_proxies)
         self.limiter = RateLimiter(redis)
+        self.inflight = InflightLimiter(redis, settings.longest_request_seconds + 1)
         self.guard = LoginGuard(
             redis,
             LoginPolicy(
@@ -124,6 +131,7 @@ class Gateway:
                 timeout=settings.upstream_timeout_seconds,
                 retry=retry,
                 max_connections=settings.upstream_max_connections,
+                pool_wait=settings.pool_wait_seconds,
             )
             for name, url in urls.items()
         }
@@ -180,6 +188,7 @@ class Gateway:
         upstream = self.upstreams[route.upstream]
         body = await self._body(request)
         request_id = request_id_var.get() or ""
+        username: str | None = None
         if route.auth:
             upstream.precheck()
             username = await self.auth.username(request.headers.get("authorization"), request_id)
@@ -206,14 +215,15 @@ class Gateway:
         headers["X-Request-ID"] = request_id
         headers["X-Forwarded-For"] = ip
         retryable = request.method in RETRYABLE_METHODS or "idempotency-key" in headers
-        reply = await upstream.send(
-            request.method,
-            found.upstream_path,
-            query=scope.get("query_string", b""),
-            headers=headers,
-            body=body,
-            retryable=retryable,
-        )
+        async with self._in_flight(username, ip, unsafe):
+            reply = await upstream.send(
+                request.method,
+                found.upstream_path,
+                query=scope.get("query_string", b""),
+                headers=headers,
+                body=body,
+                retryable=retryable,
+            )
         if is_login:
             await self._after_login(reply.status_code, ip, login_name, guard)
         return _response(reply)
@@ -250,6 +260,55 @@ class Gateway:
                 retry_after=decision.retry_after,
             )
             raise ProblemError(429, "Too many requests; slow down", headers=decision.headers())
+
+    @asynccontextmanager
+    async def _in_flight(self, username: str | None, ip: str, unsafe: bool) -> AsyncIterator[None]:
+        """Hold one of the user's in-flight slots around the upstream call (or 429 at once).
+
+        Without Redis the cap follows the user limiter: reads go on (fail open), anything that
+        changes state is refused (fail closed).
+        """
+        s = self.settings
+        if username is None or not s.rate_limit_enabled:
+            yield
+            return
+        limit = s.rate_limit_user_inflight
+        try:
+            slot = await self.inflight.acquire(username, limit)
+        except REDIS_DOWN_ERRORS as exc:
+            fail_open = s.redis_fail_open_reads and not unsafe
+            report_redis_down(
+                self.service, "rate_limit_user_inflight", fail_open=fail_open, error=exc
+            )
+            if not fail_open:
+                raise _redis_unavailable() from None
+            yield
+            return
+        RATE_LIMIT_DECISIONS.labels("user_inflight", "allowed" if slot.allowed else "limited").inc()
+        if not slot.allowed:
+            log_event(
+                "rate_limited",
+                logging.WARNING,
+                policy="user_inflight",
+                client_ip=ip,
+                limit=limit,
+                in_flight=slot.in_flight,
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+            raise ProblemError(
+                429,
+                f"Too many requests in flight for this account (at most {limit}); slow down",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        try:
+            yield
+        finally:
+            try:
+                await self.inflight.release(slot)
+            except REDIS_DOWN_ERRORS as exc:  # the slot expires on its own
+                report_redis_down(
+                    self.service, "rate_limit_user_inflight", fail_open=True, error=exc
+                )
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes

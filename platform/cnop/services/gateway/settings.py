@@ -31,8 +31,9 @@ class Settings(ServiceSettings):
     upstream_max_connections: int = Field(default=24, ge=1)
     # Longest wait for one of those connections, within the attempt's deadline; past it the
     # gateway answers 503 itself (its own queue is full, not the upstream's fault). None = two
-    # thirds of the timeout (2 s at 3 s): long enough for a queue behind requests that wait
-    # the full 1 s for a user's lock to clear, and the backend still gets 1 s (its lock wait).
+    # thirds of the timeout less the margin (~1.9 s at 3 s): long enough for a queue behind
+    # requests that wait the full 1 s for a user's lock to clear, and the backend still gets
+    # more than 1 s (its lock wait).
     upstream_pool_wait_seconds: float | None = Field(default=None, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
 
@@ -71,7 +72,7 @@ class Settings(ServiceSettings):
     def pool_wait_seconds(self) -> float:
         if self.upstream_pool_wait_seconds is not None:
             return self.upstream_pool_wait_seconds
-        return self.upstream_timeout_seconds * 2 / 3
+        return (self.upstream_timeout_seconds - self.deadline_margin_seconds) * 2 / 3
 
     @property
     def longest_request_seconds(self) -> float:

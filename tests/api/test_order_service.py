@@ -479,7 +479,12 @@ async def test_without_locks_and_conditions_the_race_overdraws(
     service_env: dict[str, Any], inventory_url: str
 ) -> None:
     """The weakened lab mode: proves the protections above are what keeps the money right."""
-    settings = {"locks_enabled": False, "order_conditional_writes": False}
+    # A patient caller (no gateway deadline): fifty reads queue on the storage first.
+    settings = {
+        "locks_enabled": False,
+        "order_conditional_writes": False,
+        "request_budget_seconds": 30,
+    }
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         statuses = await _race(app, client)
         assert not any(s >= 500 for s in statuses), statuses

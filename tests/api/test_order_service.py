@@ -479,11 +479,13 @@ async def test_without_locks_and_conditions_the_race_overdraws(
     service_env: dict[str, Any], inventory_url: str
 ) -> None:
     """The weakened lab mode: proves the protections above are what keeps the money right."""
-    # A patient caller (no gateway deadline): fifty reads queue on the storage first.
+    # A patient caller (no gateway deadline) and a patient price call: fifty requests at once
+    # queue on the storage and the inventory stand-in, and this test is about money, not time.
     settings = {
         "locks_enabled": False,
         "order_conditional_writes": False,
         "request_budget_seconds": 30,
+        "internal_timeout_seconds": 10,
     }
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         statuses = await _race(app, client)

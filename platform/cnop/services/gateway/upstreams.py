@@ -151,7 +151,7 @@ class Upstream:
                 failure = self._failed(exc, ticket, attempt)
                 response = None
                 continue
-            except BaseException:  # cancelled: the upstream's answer was never seen
+            except asyncio.CancelledError:  # the upstream's answer was never seen
                 self.breaker.release(ticket)
                 raise
             ok = response.status_code < 500

@@ -619,7 +619,7 @@ async def test_timeouts_are_504_and_count_as_breaker_failures(platform: Platform
     inventory = platform.upstreams["inventory"]
     inventory.delay = 0.5
     timeouts = metric("cnop_upstream_requests_total", upstream="inventory", outcome="timeout")
-    settings = platform.settings(upstream_timeout_seconds=0.1, upstream_retries=0)
+    settings = platform.settings(upstream_timeout_seconds=0.2, upstream_retries=0)
     async with gateway(settings) as client:
         c = client()
         for _ in range(5):

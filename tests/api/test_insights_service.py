@@ -268,7 +268,7 @@ def test_api_key_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(**base)
     assert settings.gemini_model == "gemini-2.5-flash"
     assert settings.gemini_base_url is None
-    assert settings.llm_timeout_seconds == 10 and settings.insights_cache_ttl_seconds == 300
+    assert settings.llm_timeout_seconds == 2 and settings.insights_cache_ttl_seconds == 300
 
 
 def test_fallback_summary_is_deterministic_and_from_the_numbers() -> None:

@@ -467,7 +467,12 @@ def _invariants_hold(app: FastAPI, completed: int) -> bool:
 async def test_concurrent_buys_never_overdraw(
     service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
 ) -> None:
-    settings = {"locks_enabled": locks_enabled, "lock_wait_seconds": 30}
+    # Everyone waits for the lock here (a 30 s wait needs a budget that covers it).
+    settings = {
+        "locks_enabled": locks_enabled,
+        "lock_wait_seconds": 30,
+        "request_budget_seconds": 60,
+    }
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         statuses = await _race(app, client)
         assert statuses.count(201) == 10, statuses
@@ -481,7 +486,14 @@ async def test_without_locks_and_conditions_the_race_overdraws(
     service_env: dict[str, Any], inventory_url: str
 ) -> None:
     """The weakened lab mode: proves the protections above are what keeps the money right."""
-    settings = {"locks_enabled": False, "order_conditional_writes": False}
+    # A patient caller (no gateway deadline) and a patient price call: fifty requests at once
+    # queue on the storage and the inventory stand-in, and this test is about money, not time.
+    settings = {
+        "locks_enabled": False,
+        "order_conditional_writes": False,
+        "request_budget_seconds": 30,
+        "internal_timeout_seconds": 10,
+    }
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         statuses = await _race(app, client)
         assert not any(s >= 500 for s in statuses), statuses

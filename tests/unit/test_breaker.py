@@ -269,3 +269,30 @@ def test_transitions_update_the_gauge_the_counter_and_the_log(
         ("open", "half-open"),
         ("half-open", "closed"),
     ]
+
+
+def test_a_released_ticket_gives_its_half_open_trial_back_without_a_verdict() -> None:
+    breaker, clock = make(half_open_calls=2, open_seconds=5)
+    open_breaker(breaker)
+    clock.advance(5)
+    first = breaker.before_call()
+    second = breaker.before_call()
+    with pytest.raises(BreakerOpenError):
+        breaker.before_call()  # both trials are out
+    breaker.release(second)  # it never reached the upstream (our own pool was full)
+    assert breaker.state is State.HALF_OPEN
+    third = breaker.before_call()  # its trial slot went to the next caller
+    breaker.record(True, first)
+    breaker.record(True, third)
+    assert breaker.state is State.CLOSED
+
+
+def test_released_tickets_never_count_while_closed() -> None:
+    breaker, _ = make(consecutive_failures=2, min_calls=100)
+    call(breaker, False)
+    for _ in range(10):
+        breaker.release(breaker.before_call())
+    assert breaker.state is State.CLOSED
+    call(breaker, True)
+    call(breaker, False)
+    assert breaker.state is State.CLOSED  # the releases did not make two failures "in a row"

@@ -1,14 +1,14 @@
 """Builds a service's FastAPI app with everything every service shares.
 
 A service supplies its settings, its routers and, optionally, a start-up hook; this factory adds
-JSON logging, request ids, security headers, metrics, fault flags, problem handlers, health
-probes, request-body limits, the internal credential check (backends) and the clients in
-:class:`~cnop.core.context.ServiceContext`.
+JSON logging, request ids, request deadlines, security headers, metrics, fault flags, problem
+handlers, health probes, request-body limits, the internal credential check (backends) and the
+clients in :class:`~cnop.core.context.ServiceContext`.
 
 The middleware stack, outermost first, and why in that order::
 
-    request id -> security headers -> metrics -> CORS (gateway) -> unhandled errors ->
-    internal credential (backends) -> fault flags -> body guard -> routes
+    request id -> deadline -> security headers -> metrics -> CORS (gateway) ->
+    unhandled errors -> internal credential (backends) -> fault flags -> body guard -> routes
 
 Everything a client sees passes the first three (so a 500 or a 403 still carries the request
 id and every security header, and is counted); unhandled errors are turned into problems inside
@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from cnop.core.body_guard import BodyGuardMiddleware
 from cnop.core.context import ServiceContext
 from cnop.core.db import build_tables, ensure_tables, ping
+from cnop.core.deadline import DeadlineMiddleware
 from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import Liveness, LivenessReport, ReadinessCheck, health_router
 from cnop.core.internal import InternalAuthMiddleware
@@ -179,5 +180,11 @@ def create_service_app(
         )
     app.add_middleware(MetricsMiddleware, service=settings.service_name)
     app.add_middleware(SecurityHeadersMiddleware)
+    # Outside the fault middleware: injected latency spends the request's deadline too.
+    app.add_middleware(
+        DeadlineMiddleware,
+        budget_seconds=settings.request_budget_seconds,
+        margin_seconds=settings.deadline_margin_seconds,
+    )
     app.add_middleware(RequestContextMiddleware, log_requests=log_requests)
     return app

@@ -14,6 +14,10 @@ Calls are slow and overlap state changes, so :meth:`CircuitBreaker.before_call` 
 to an earlier state: a straggler admitted while closed must not count as a half-open trial. A
 half-open trial that never reports (its caller was cancelled) counts as failed once
 ``open_seconds`` pass, so the breaker cannot stay half-open, refusing everything, forever.
+
+A call that was admitted but never reached the upstream (the caller's own connection pool was
+full, or its own deadline ran out first) says nothing about the upstream: :meth:`release` gives
+its ticket back without a verdict, and a half-open trial slot it held goes to the next caller.
 """
 
 from __future__ import annotations
@@ -128,6 +132,13 @@ class CircuitBreaker:
         self._consecutive = 0 if success else self._consecutive + 1
         if self._should_open():
             self._transition(State.OPEN)
+
+    def release(self, ticket: int) -> None:
+        """Hand back a ticket whose call never reached the upstream: no verdict, no trial used."""
+        if not self.policy.enabled or ticket != self._generation:
+            return
+        if self.state is State.HALF_OPEN and self._trials_started > self._trials_ok:
+            self._trials_started -= 1
 
     def _should_open(self) -> bool:
         p = self.policy

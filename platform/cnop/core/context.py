@@ -6,6 +6,7 @@ Built once in the app's lifespan and kept on ``app.state.ctx``; handlers reach i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pynamodb.exceptions import PynamoDBConnectionError
 from redis.asyncio import Redis
 from starlette.concurrency import run_in_threadpool
 
+from cnop.core import deadline
 from cnop.core.db import Tables
 from cnop.core.faults import FaultFlags
 from cnop.core.internal import internal_headers
@@ -68,23 +70,36 @@ class ServiceContext:
     async def call_service(
         self, dependency: str, method: str, url: str, **kwargs: Any
     ) -> httpx.Response:
-        """Call another service of the platform over HTTP, proving we are the platform (the
-        internal credential); a fault flag or outage becomes a 503 for our caller."""
+        """Call another platform service over HTTP, proving we are the platform (the internal
+        credential); a fault flag, outage or timeout is a 503 for our caller.
+
+        The call gets ``min(internal_timeout_seconds, what our deadline leaves)`` in total (pool
+        wait, connect and read), and tells the callee so in ``X-CNOP-Deadline-Ms``: it answers
+        before we give up, as we answer before our own caller does.
+        """
         if await self.faults.dependency_down(dependency):
             DEPENDENCY_ERRORS.labels(self.service, dependency, method, "fail_closed").inc()
             raise ProblemError(
                 503, f"The {dependency} service is unavailable", headers={"Retry-After": "2"}
             )
-        kwargs["headers"] = {**(kwargs.get("headers") or {}), **internal_headers(self.settings)}
+        timeout = deadline.step_budget(self.settings.internal_timeout_seconds)
+        headers = {**(kwargs.pop("headers", None) or {}), **internal_headers(self.settings)}
+        headers[deadline.DEADLINE_HEADER] = deadline.header_value(timeout)
         try:
-            return await self.http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
+            if timeout <= 0:
+                raise httpx.TimeoutException("no time left before the caller's deadline")
+            async with asyncio.timeout(timeout):
+                return await self.http.request(
+                    method, url, headers=headers, timeout=timeout, **kwargs
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
             DEPENDENCY_ERRORS.labels(self.service, dependency, method, "fail_closed").inc()
             log_event(
                 "dependency_unavailable",
                 logging.WARNING,
                 dependency=dependency,
                 error=type(exc).__name__,
+                timeout_seconds=round(timeout, 3),
             )
             raise ProblemError(
                 503, f"The {dependency} service is unavailable", headers={"Retry-After": "2"}

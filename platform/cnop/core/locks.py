@@ -2,6 +2,10 @@
 
 The lock keeps concurrent requests of one user from racing; it is *not* what guarantees the
 money invariants (a paused holder can outlive its TTL). The DynamoDB conditional transaction is.
+
+A request waits ``min(wait_seconds, what its deadline leaves)`` for the lock, then gets a 409
+with ``Retry-After``: contention is the caller's to retry, never a 5xx, and never a gateway
+timeout (which the gateway's breaker would count against the whole service).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import LockError
 
+from cnop.core import deadline
 from cnop.core.logging import log_event
 from cnop.core.metrics import LOCK_ACQUISITIONS, LOCK_HOLD, LOCK_WAIT
 from cnop.core.problems import ProblemError
@@ -45,7 +50,10 @@ class UserLocks:
             yield
             return
         lock = self._redis.lock(
-            LOCK_PREFIX + username, timeout=self.ttl, sleep=0.02, blocking_timeout=self.wait
+            LOCK_PREFIX + username,
+            timeout=self.ttl,
+            sleep=0.02,
+            blocking_timeout=deadline.step_budget(self.wait),
         )
         started = time.perf_counter()
         try:

@@ -61,7 +61,8 @@ class ServiceSettings(BaseSettings):
     # conditional transaction, not the lock, is what really protects the money.
     locks_enabled: bool = True
     lock_ttl_seconds: float = Field(default=5.0, gt=0)
-    lock_wait_seconds: float = Field(default=3.0, ge=0)
+    # Waited for the lock (then 409 with Retry-After); also bounded by the request's deadline.
+    lock_wait_seconds: float = Field(default=1.0, ge=0)
     # How long an Idempotency-Key's first result is kept and replayed (user and order services).
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
     # Revocation check on every token (logout works); a lab may switch it off.
@@ -76,7 +77,14 @@ class ServiceSettings(BaseSettings):
     order_url: str = "http://127.0.0.1:8002"
     auth_url: str = "http://127.0.0.1:8003"
     insights_url: str = "http://127.0.0.1:8004"
-    internal_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Cap of one call to another service; also bounded by the request's deadline.
+    internal_timeout_seconds: float = Field(default=1.0, gt=0)
+
+    # Deadlines (cnop.core.deadline). The budget the gateway gives this service per request
+    # (its CNOP_UPSTREAM_TIMEOUT_SECONDS): the deadline when no X-CNOP-Deadline-Ms header came,
+    # and the most a header may grant. The margin is kept back from every wait to answer in.
+    request_budget_seconds: float = Field(default=3.0, gt=0, le=600)
+    deadline_margin_seconds: float = Field(default=0.1, ge=0, le=5)
 
     cors_origins: list[str] = ["http://127.0.0.1:3000", "http://localhost:3000"]
 
@@ -101,6 +109,35 @@ class ServiceSettings(BaseSettings):
         elif internal == secret and not self.dev_mode:
             # One leaked key must not both sign tokens and open the backends.
             raise ValueError("CNOP_INTERNAL_SECRET must differ from CNOP_JWT_SECRET")
+        return self
+
+    def _waits_within_budget(self) -> dict[str, float]:
+        """Every single wait of this service that must end before its caller gives up.
+
+        Subclasses add their own (the insights LLM call); each is checked by itself, since a
+        step that runs after another gets only what the deadline has left anyway.
+        """
+        waits = {"CNOP_INTERNAL_TIMEOUT_SECONDS": self.internal_timeout_seconds}
+        if self.locks_enabled:
+            waits["CNOP_LOCK_WAIT_SECONDS"] = self.lock_wait_seconds
+        return waits
+
+    @model_validator(mode="after")
+    def _budgets_nest(self) -> ServiceSettings:
+        room = self.request_budget_seconds - self.deadline_margin_seconds
+        if room <= 0:
+            raise ValueError(
+                f"CNOP_DEADLINE_MARGIN_SECONDS ({self.deadline_margin_seconds}) must be shorter "
+                f"than CNOP_REQUEST_BUDGET_SECONDS ({self.request_budget_seconds})"
+            )
+        for name, seconds in self._waits_within_budget().items():
+            if seconds >= room:
+                raise ValueError(
+                    f"budgets do not nest: {name} ({seconds}) must be shorter than "
+                    f"CNOP_REQUEST_BUDGET_SECONDS ({self.request_budget_seconds}) minus "
+                    f"CNOP_DEADLINE_MARGIN_SECONDS ({self.deadline_margin_seconds}), the time "
+                    "the gateway waits for this service's answer"
+                )
         return self
 
     @property

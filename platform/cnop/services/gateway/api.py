@@ -1,10 +1,13 @@
 """The gateway's request pipeline: one catch-all handler that walks each request through
-client IP -> IP rate limit -> route table -> token check -> user rate limit -> login guard ->
-upstream; plus the body of ``GET /health`` (breaker states and Redis).
+client IP -> IP rate limit -> route table -> token check -> user rate limit -> user in-flight
+cap -> login guard -> upstream; plus the body of ``GET /health`` (breaker states and Redis).
 
 Order matters: the IP limit runs before anything else (even for unknown routes), so a flood
 costs one Redis round trip per request and never reaches the auth service; an open upstream
-breaker is checked before the token check, so a dead upstream is refused in microseconds.
+breaker is checked before the token check, so a dead upstream is refused in microseconds. The
+in-flight slot is taken last, just before the upstream call, and given back when the answer is
+in: one user's burst queues at most ``rate_limit_user_inflight`` requests on the upstream (and
+on that user's lock), so it cannot time out, and trip the breaker, for everyone else.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -27,6 +32,7 @@ from cnop.core.problems import ProblemError
 from cnop.core.redis import REDIS_DOWN_ERRORS, make_redis, report_redis_down
 from cnop.services.gateway.auth_check import AuthCheck
 from cnop.services.gateway.client_ip import client_ip, parse_networks
+from cnop.services.gateway.inflight import RETRY_AFTER_SECONDS, InflightLimiter
 from cnop.services.gateway.login_guard import LoginGuard, LoginPolicy
 from cnop.services.gateway.published import OPENAPI_PATH, load_document
 from cnop.services.gateway.ratelimit import Decision, RateLimiter, tightest
@@ -86,6 +92,7 @@ class Gateway:
         self.redis = redis
         self.trusted = parse_networks(settings.trusted_proxies)
         self.limiter = RateLimiter(redis)
+        self.inflight = InflightLimiter(redis, settings.longest_request_seconds + 1)
         self.guard = LoginGuard(
             redis,
             LoginPolicy(
@@ -127,6 +134,7 @@ class Gateway:
                 retry=retry,
                 max_connections=settings.upstream_max_connections,
                 headers=internal_headers(settings),
+                pool_wait=settings.pool_wait_seconds,
             )
             for name, url in urls.items()
         }
@@ -192,6 +200,7 @@ class Gateway:
         # The core's body guard refuses an oversized or too deeply nested body while it streams.
         body = await request.body()
         request_id = request_id_var.get() or ""
+        username: str | None = None
         if route.auth:
             upstream.precheck()
             username = await self.auth.username(
@@ -224,14 +233,15 @@ class Gateway:
         retryable = request.method in RETRYABLE_METHODS or (
             request.method == "POST" and route.idempotent and "idempotency-key" in headers
         )
-        reply = await upstream.send(
-            request.method,
-            found.upstream_path,
-            query=scope.get("query_string", b""),
-            headers=headers,
-            body=body,
-            retryable=retryable,
-        )
+        async with self._in_flight(username, ip, unsafe):
+            reply = await upstream.send(
+                request.method,
+                found.upstream_path,
+                query=scope.get("query_string", b""),
+                headers=headers,
+                body=body,
+                retryable=retryable,
+            )
         if is_login:
             await self._after_login(reply.status_code, ip, login_name, guard)
         return _response(reply)
@@ -268,6 +278,55 @@ class Gateway:
                 retry_after=decision.retry_after,
             )
             raise ProblemError(429, "Too many requests; slow down", headers=decision.headers())
+
+    @asynccontextmanager
+    async def _in_flight(self, username: str | None, ip: str, unsafe: bool) -> AsyncIterator[None]:
+        """Hold one of the user's in-flight slots around the upstream call (or 429 at once).
+
+        Without Redis the cap follows the user limiter: reads go on (fail open), anything that
+        changes state is refused (fail closed).
+        """
+        s = self.settings
+        if username is None or not s.rate_limit_enabled:
+            yield
+            return
+        limit = s.rate_limit_user_inflight
+        try:
+            slot = await self.inflight.acquire(username, limit)
+        except REDIS_DOWN_ERRORS as exc:
+            fail_open = s.redis_fail_open_reads and not unsafe
+            report_redis_down(
+                self.service, "rate_limit_user_inflight", fail_open=fail_open, error=exc
+            )
+            if not fail_open:
+                raise _redis_unavailable() from None
+            yield
+            return
+        RATE_LIMIT_DECISIONS.labels("user_inflight", "allowed" if slot.allowed else "limited").inc()
+        if not slot.allowed:
+            log_event(
+                "rate_limited",
+                logging.WARNING,
+                policy="user_inflight",
+                client_ip=ip,
+                limit=limit,
+                in_flight=slot.in_flight,
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+            raise ProblemError(
+                429,
+                f"Too many requests in flight for this account (at most {limit}); slow down",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        try:
+            yield
+        finally:
+            try:
+                await self.inflight.release(slot)
+            except REDIS_DOWN_ERRORS as exc:  # the slot expires on its own
+                report_redis_down(
+                    self.service, "rate_limit_user_inflight", fail_open=True, error=exc
+                )
 
     async def _check_login(self, ip: str, username: str | None) -> None:
         try:

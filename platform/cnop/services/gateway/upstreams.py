@@ -3,11 +3,24 @@
 One pooled ``httpx.AsyncClient`` per upstream is a bulkhead: a hung order service can exhaust
 its own pool but never the connections the inventory or auth calls need.
 
+Each attempt has ONE deadline, ``timeout`` seconds from its start, covering the wait for a pool
+slot, connect, write and read (httpx's timeouts are per phase, so a request could otherwise wait
+``timeout`` for the pool and then ``timeout`` again for the answer). What is left of it when the
+request leaves goes to the upstream in ``X-CNOP-Deadline-Ms`` (see :mod:`cnop.core.deadline`), so
+the upstream answers (a 409, a fallback) before we give up on it. The pool slots are our own
+semaphore in front of an httpx pool of the same size, so "our queue was full" (we never sent
+anything) and "the upstream was slow" are told apart. A request waits for a slot at most
+``pool_wait`` (a part of the attempt's deadline): sending it later would leave the upstream too
+little of the deadline to do anything but fail, and that failure would be blamed on it.
+
 Failure mapping (the contract leaves the status codes to us):
   breaker open                          -> 503 + Retry-After, upstream not called ("rejected")
+  no pool slot within ``pool_wait``     -> 503 + Retry-After, the gateway's own ("pool_full"):
+                                           not retried, not an upstream failure; the breaker
+                                           gets its ticket back without a verdict
   connect refused / connect timeout     -> 503 + Retry-After: nothing is listening, so the
                                            service is *unavailable*, and retrying later is right
-  read/write/pool timeout               -> 504 ("timeout")
+  deadline passed (read/write timeout)  -> 504 ("timeout")
   any other transport error (reset, malformed response) -> 502 ("failure")
   5xx answer                            -> passed through if it is a problem document (backends
                                            send those), else replaced by a generic 502 problem
@@ -22,17 +35,20 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
 
+from cnop.core import deadline
 from cnop.core.breaker import BreakerOpenError, CircuitBreaker
 from cnop.core.logging import log_event
 from cnop.core.metrics import UPSTREAM_REQUESTS
 from cnop.core.problems import PROBLEM_MEDIA_TYPE, ProblemError
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+POOL_FULL_RETRY_AFTER = 1
 
 
 @dataclass(frozen=True)
@@ -66,11 +82,17 @@ class Upstream:
         retry: RetryPolicy,
         max_connections: int = 100,
         headers: Mapping[str, str] | None = None,
+        pool_wait: float | None = None,
     ) -> None:
         """``headers`` go with every call (the platform's internal credential)."""
         self.name = name
         self.breaker = breaker
         self.retry = retry
+        self.timeout = timeout
+        self.pool_wait = timeout if pool_wait is None else min(pool_wait, timeout)
+        # Our own queue in front of httpx's pool of the same size: waiting here is measured
+        # against the attempt's deadline and is never blamed on the upstream.
+        self._slots = asyncio.Semaphore(max_connections)
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -117,11 +139,25 @@ class Upstream:
                 UPSTREAM_REQUESTS.labels(self.name, "rejected").inc()
                 raise unavailable(self.name, exc.retry_after) from None
             try:
-                response = await self.client.request(method, url, headers=headers, content=body)
-            except httpx.HTTPError as exc:
+                response = await self._attempt(method, url, headers or {}, body)
+            except _PoolFull:
+                self.breaker.release(ticket)
+                UPSTREAM_REQUESTS.labels(self.name, "pool_full").inc()
+                log_event("upstream_pool_full", logging.WARNING, upstream=self.name)
+                raise ProblemError(
+                    503,
+                    "The gateway is too busy to reach the "
+                    f"{self.name} service right now; try again shortly",
+                    slug="gateway-busy",
+                    headers={"Retry-After": str(POOL_FULL_RETRY_AFTER)},
+                ) from None
+            except (httpx.HTTPError, TimeoutError) as exc:
                 failure = self._failed(exc, ticket, attempt)
                 response = None
                 continue
+            except asyncio.CancelledError:  # the upstream's answer was never seen
+                self.breaker.release(ticket)
+                raise
             ok = response.status_code < 500
             self.breaker.record(ok, ticket)
             UPSTREAM_REQUESTS.labels(self.name, "success" if ok else "failure").inc()
@@ -132,9 +168,34 @@ class Upstream:
         assert failure is not None
         raise failure
 
-    def _failed(self, exc: httpx.HTTPError, ticket: int, attempt: int) -> ProblemError:
+    async def _attempt(
+        self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes
+    ) -> httpx.Response:
+        """One call within one deadline: pool wait, connect, write and read together."""
+        expires = time.monotonic() + self.timeout
+        try:
+            async with asyncio.timeout(self.pool_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise _PoolFull from None
+        try:
+            left = expires - time.monotonic()
+            if left <= 0:
+                raise _PoolFull
+            sent = {**headers, deadline.DEADLINE_HEADER: deadline.header_value(left)}
+            async with asyncio.timeout(left):
+                try:
+                    return await self.client.request(
+                        method, url, headers=sent, content=body, timeout=left
+                    )
+                except httpx.PoolTimeout:
+                    raise _PoolFull from None
+        finally:
+            self._slots.release()
+
+    def _failed(self, exc: Exception, ticket: int, attempt: int) -> ProblemError:
         self.breaker.record(False, ticket)
-        timed_out = isinstance(exc, httpx.TimeoutException)
+        timed_out = isinstance(exc, httpx.TimeoutException | TimeoutError)
         UPSTREAM_REQUESTS.labels(self.name, "timeout" if timed_out else "failure").inc()
         log_event(
             "upstream_error",
@@ -148,6 +209,10 @@ class Upstream:
         if timed_out:
             return ProblemError(504, f"The {self.name} service did not answer in time")
         return ProblemError(502, f"The {self.name} service gave an invalid answer")
+
+
+class _PoolFull(Exception):
+    """No connection of ours came free before the attempt's deadline: nothing was sent."""
 
 
 def sanitized(name: str, response: httpx.Response) -> httpx.Response:

@@ -3,6 +3,11 @@
 Any failure (no key, open breaker, timeout, API error, empty answer) raises
 :class:`LLMUnavailable`; the caller answers from the rule-based fallback instead. The breaker
 means a dead or slow provider costs each request microseconds, not ``llm_timeout_seconds``.
+
+The call gets ``min(llm_timeout_seconds, what the request's deadline leaves)``, so the fallback
+is served before the gateway gives up on us. Only a timeout at the full ``llm_timeout_seconds``
+is the provider's fault; one cut short by our own deadline gives its breaker ticket back
+without a verdict.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 from google import genai
 from google.genai import types
 
+from cnop.core import deadline
 from cnop.core.breaker import BreakerOpenError, BreakerPolicy, CircuitBreaker
 from cnop.core.logging import log_event
 from cnop.services.insights.settings import Settings
@@ -52,12 +58,15 @@ class GeminiSummarizer:
     async def summarize(self, prompt: str) -> str:
         if self._client is None:
             raise LLMUnavailable("no_api_key")
+        timeout = deadline.step_budget(self._timeout)
+        if timeout <= 0:
+            raise LLMUnavailable("no_time_left")
         try:
-            self.breaker.before_call()
+            ticket = self.breaker.before_call()
         except BreakerOpenError as exc:
             raise LLMUnavailable("circuit_open") from exc
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 response = await self._client.aio.models.generate_content(
                     model=self.model,
                     contents=prompt,
@@ -70,19 +79,27 @@ class GeminiSummarizer:
             if not text:
                 raise LLMUnavailable("empty_answer")
         except LLMUnavailable as exc:
-            self._failed(exc.reason)
+            self._failed(exc.reason, ticket)
             raise
         except TimeoutError as exc:
-            self._failed("timeout")
+            if timeout < self._timeout:
+                # Our deadline, not the provider, cut the call short: no verdict on it.
+                self.breaker.release(ticket)
+                log_event("llm_call_failed", logging.WARNING, upstream=UPSTREAM, reason="deadline")
+                raise LLMUnavailable("deadline") from exc
+            self._failed("timeout", ticket)
             raise LLMUnavailable("timeout") from exc
+        except asyncio.CancelledError:
+            self.breaker.release(ticket)
+            raise
         except Exception as exc:  # SDK, transport or parsing: all mean "no summary now"
-            self._failed(type(exc).__name__)
+            self._failed(type(exc).__name__, ticket)
             raise LLMUnavailable("error") from exc
-        self.breaker.record(True)
+        self.breaker.record(True, ticket)
         return text
 
-    def _failed(self, reason: str) -> None:
-        self.breaker.record(False)
+    def _failed(self, reason: str, ticket: int) -> None:
+        self.breaker.record(False, ticket)
         log_event("llm_call_failed", logging.WARNING, upstream=UPSTREAM, reason=reason)
 
     async def aclose(self) -> None:

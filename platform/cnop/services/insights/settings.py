@@ -31,12 +31,19 @@ class Settings(ServiceSettings):
     # Pinned so the REST path is always /v1beta/models/{model}:generateContent, whatever the
     # SDK's default of the day.
     gemini_api_version: str = "v1beta"
-    llm_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Cap of one LLM call; also bounded by the request's deadline (then the fallback answers).
+    llm_timeout_seconds: float = Field(default=2.0, gt=0, le=120)
     llm_temperature: float = Field(default=0.4, ge=0, le=2)
     # A lab can switch the breaker off to show a slow LLM dragging every request down.
     llm_breaker_enabled: bool = True
     # 0 disables the cache.
     insights_cache_ttl_seconds: int = Field(default=300, ge=0)
+
+    def _waits_within_budget(self) -> dict[str, float]:
+        return {
+            **super()._waits_within_budget(),
+            "CNOP_LLM_TIMEOUT_SECONDS": self.llm_timeout_seconds,
+        }
 
     @field_validator("gemini_api_key", mode="after")
     @classmethod

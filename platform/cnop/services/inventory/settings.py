@@ -32,9 +32,16 @@ class Settings(ServiceSettings):
 
     # Optional CoinGecko-style ``/simple/price`` endpoint; any failure falls back to the simulator.
     live_prices_url: str | None = None
+    # A request that triggers the (shared) fetch waits for it: it must fit the request budget.
     live_prices_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     # How long a fetched (or failed) answer is reused: the public API is rate limited.
     live_prices_ttl_seconds: float = Field(default=30.0, ge=0)
+
+    def _waits_within_budget(self) -> dict[str, float]:
+        waits = super()._waits_within_budget()
+        if self.live_prices_url:
+            waits["CNOP_LIVE_PRICES_TIMEOUT_SECONDS"] = self.live_prices_timeout_seconds
+        return waits
 
 
 def inventory_settings(ctx: ServiceContext) -> Settings:

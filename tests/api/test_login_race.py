@@ -69,13 +69,15 @@ def user_service(redis_url: str, dynamodb_endpoint: str) -> Iterator[ServerThrea
 async def platform(
     redis_url: str, user: ServerThread, **overrides: Any
 ) -> AsyncIterator[ClientFactory]:
+    # A generous timeout: a busy test machine must not turn a password check into a 504.
+    values: dict[str, Any] = {"breaker_enabled": False, "upstream_timeout_seconds": 10.0}
+    values.update(overrides)
     settings = Settings(
         jwt_secret=TEST_SECRET,
         redis_url=redis_url,
         log_level="WARNING",
         user_url=user.url,
-        breaker_enabled=False,
-        **overrides,
+        **values,
     )
     async with gateway(settings) as client:
         yield client

@@ -148,6 +148,7 @@ KNOWN_SERIES: tuple[KnownSeries, ...] = (
     ),
     KnownSeries(TRANSACTION_CONFLICTS, ("user", "order"), {"operation": "@transaction_operations"}),
     KnownSeries(INSIGHTS_REQUESTS, ("insights",), {"source": ("llm", "cache", "fallback")}),
+    KnownSeries(PASSWORD_CHECKS, ("user",), {"result": PASSWORD_CHECK_RESULTS}),
 )
 
 

@@ -10,7 +10,6 @@ from fastapi import FastAPI
 
 from cnop.core.app import create_service_app
 from cnop.core.context import ServiceContext
-from cnop.core.metrics import PASSWORD_CHECK_RESULTS, PASSWORD_CHECKS
 from cnop.services.user.api import router
 from cnop.services.user.passwords import Passwords
 from cnop.services.user.settings import Settings
@@ -29,8 +28,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             memory_cost_kib=settings.argon2_memory_cost_kib,
             parallelism=settings.argon2_parallelism,
         )
-        for result in PASSWORD_CHECK_RESULTS:  # exported at 0, so increase() sees the first
-            PASSWORD_CHECKS.labels(result)
 
     return create_service_app(
         settings,

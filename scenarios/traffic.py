@@ -122,9 +122,10 @@ class LoginBurstParams(_Params):
     ``source_ip`` (a brute force) or spread round-robin over ``ips`` client addresses
     127.0.{subnet}.1.. (a spray). Unlike the paced attacks, the point is the concurrency:
     every guess is in flight before the first is answered, which is when a guard that checks
-    before and counts after lets them all through."""
+    before and counts after lets them all through. Without ``account`` the username is one
+    nobody registered (``ghost_<nonce>``), like a botnet's guessed name."""
 
-    account: str
+    account: str | None = None
     attempts: int = Field(default=40, ge=1, le=200)
     ips: int = Field(default=1, ge=1, le=250)
     subnet: int = Field(default=4, ge=1, le=255)
@@ -581,7 +582,7 @@ async def run_login_spray(
 async def run_login_burst(
     ctx: TrafficContext, name: str, p: LoginBurstParams, duration: float | None
 ) -> None:
-    username = ctx.account(p.account).username
+    username = ctx.account(p.account).username if p.account else f"ghost_{ctx.nonce}"
     clients = [ctx.client(ip, p.timeout_s) for ip in p.addresses()]
     release = asyncio.Event()
 

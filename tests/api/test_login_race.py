@@ -69,8 +69,13 @@ def user_service(redis_url: str, dynamodb_endpoint: str) -> Iterator[ServerThrea
 async def platform(
     redis_url: str, user: ServerThread, **overrides: Any
 ) -> AsyncIterator[ClientFactory]:
-    # A generous timeout: a busy test machine must not turn a password check into a 504.
-    values: dict[str, Any] = {"breaker_enabled": False, "upstream_timeout_seconds": 10.0}
+    # Generous timeouts: a busy test machine must not turn a password check into a 504, nor a
+    # slow Redis into the guard's fail-closed 503.
+    values: dict[str, Any] = {
+        "breaker_enabled": False,
+        "upstream_timeout_seconds": 10.0,
+        "redis_timeout_seconds": 5.0,
+    }
     values.update(overrides)
     settings = Settings(
         jwt_secret=TEST_SECRET,

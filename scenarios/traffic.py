@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import math
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 import jwt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grader.model import Account, Observation
 
@@ -115,6 +117,31 @@ class LoginSprayParams(_LoginAttack):
     subnet: int = Field(default=3, ge=1, le=255)  # addresses are 127.0.{subnet}.1..ips
 
 
+class LoginBurstParams(_Params):
+    """``attempts`` wrong passwords for one username, all released at the same moment: from
+    ``source_ip`` (a brute force) or spread round-robin over ``ips`` client addresses
+    127.0.{subnet}.1.. (a spray). Unlike the paced attacks, the point is the concurrency:
+    every guess is in flight before the first is answered, which is when a guard that checks
+    before and counts after lets them all through. Without ``account`` the username is one
+    nobody registered (``ghost_<nonce>``), like a botnet's guessed name."""
+
+    account: str | None = None
+    attempts: int = Field(default=40, ge=1, le=200)
+    ips: int = Field(default=1, ge=1, le=250)
+    subnet: int = Field(default=4, ge=1, le=255)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoginBurstParams:
+        if self.ips > 1 and self.source_ip is not None:
+            raise ValueError("a burst from many ips (ips > 1) takes subnet, not source_ip")
+        return self
+
+    def addresses(self) -> list[str]:
+        if self.ips == 1 and self.source_ip is not None:
+            return [self.source_ip]
+        return [f"127.0.{self.subnet}.{i + 1}" for i in range(self.ips)]
+
+
 class LoginLegitParams(_Params):
     """A legitimate user logging in with the right password, from its own IP."""
 
@@ -166,6 +193,7 @@ KIND_PARAMS: dict[str, type[_Params]] = {
     "login_bruteforce": LoginBruteforceParams,
     "login_many_users": LoginManyUsersParams,
     "login_spray": LoginSprayParams,
+    "login_burst": LoginBurstParams,
     "login_legit": LoginLegitParams,
     "order_race": OrderRaceParams,
     "idempotent_orders": IdempotentOrdersParams,
@@ -223,6 +251,14 @@ def summarize(observations: list[Observation]) -> dict[str, Any]:
 # --- the context generators run in ---------------------------------------------------------------
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client: building one loads the CA bundle, which takes a
+    quarter of a second on a busy 2-core machine, and a spray's 40 clients built one after the
+    other would stall the event loop (and every other generator's pacing) for ten seconds."""
+    return httpx.create_ssl_context()
+
+
 def source_client(
     base_url: str,
     source_ip: str | None,
@@ -236,7 +272,7 @@ def source_client(
     makes the gateway trust the host for X-Forwarded-For, and the header carries the identity.
     """
     transport = httpx.AsyncHTTPTransport(
-        local_address=source_ip, retries=0, limits=limits or httpx.Limits()
+        local_address=source_ip, retries=0, limits=limits or httpx.Limits(), verify=_tls_context()
     )
     return httpx.AsyncClient(
         base_url=base_url,
@@ -543,6 +579,32 @@ async def run_login_spray(
     await paced(p.rate, duration, len(order), make, p.concurrency)
 
 
+async def run_login_burst(
+    ctx: TrafficContext, name: str, p: LoginBurstParams, duration: float | None
+) -> None:
+    username = ctx.account(p.account).username if p.account else f"ghost_{ctx.nonce}"
+    clients = [ctx.client(ip, p.timeout_s) for ip in p.addresses()]
+    release = asyncio.Event()
+
+    async def one(i: int) -> None:
+        body = {"username": username, "password": wrong_password(i)}
+        await release.wait()
+        await send(
+            ctx,
+            clients[i % len(clients)],
+            name,
+            "POST",
+            f"{API}/auth/login",
+            route="login",
+            json_body=body,
+        )
+
+    tasks = [asyncio.create_task(one(i)) for i in range(p.attempts)]
+    await asyncio.sleep(0)  # every task is parked on the event: they start together
+    release.set()
+    await asyncio.gather(*tasks)
+
+
 async def run_login_legit(
     ctx: TrafficContext, name: str, p: LoginLegitParams, duration: float | None
 ) -> None:
@@ -665,6 +727,7 @@ RUNNERS: dict[str, Runner] = {
     "login_bruteforce": run_login_bruteforce,
     "login_many_users": run_login_many_users,
     "login_spray": run_login_spray,
+    "login_burst": run_login_burst,
     "login_legit": run_login_legit,
     "order_race": run_order_race,
     "idempotent_orders": run_idempotent_orders,

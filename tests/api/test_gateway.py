@@ -780,6 +780,44 @@ async def test_forwarded_for_is_honoured_only_from_trusted_proxies(platform: Pla
             assert r.status_code == 200
 
 
+async def test_ipv6_clients_are_limited_and_blocked_by_their_64(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fresh address from the same /64 for every request buys no new allowance."""
+    user, inventory = platform.upstreams["user"], platform.upstreams["inventory"]
+    async with gateway(platform.settings(rate_limit_ip_limit=3), caplog) as client:
+        for i in range(3):
+            r = await client(f"2001:db8:7:1::{i + 1:x}").get("/api/v1/inventory/assets")
+            assert r.status_code == 200
+        assert inventory.hits[-1]["headers"]["x-forwarded-for"] == "2001:db8:7:1::3"
+        assert_problem(await client("2001:db8:7:1:ffff::9").get("/api/v1/inventory/assets"), 429)
+        assert (await client("2001:db8:7:2::1").get("/api/v1/inventory/assets")).status_code == 200
+        # An IPv4 client seen through a dual-stack socket is its IPv4 address: one allowance.
+        for _ in range(3):
+            await client("192.0.2.77").get("/api/v1/inventory/assets")
+        assert_problem(await client("::ffff:192.0.2.77").get("/api/v1/inventory/assets"), 429)
+
+    async with gateway(platform.settings(), caplog) as client:
+        for i in range(5):
+            r = await client(f"2001:db8:9:9::{i + 1:x}").post(
+                "/api/v1/auth/login", json=login_body(f"target_{i}_user")
+            )
+            assert_problem(r, 401)
+        r = await client("2001:db8:9:9:abcd::1").post(
+            "/api/v1/auth/login", json=login_body("honest_user", GOOD_PASSWORD)
+        )
+        assert_problem(r, 403)
+        assert len(user.hits) == 5
+        r = await client("2001:db8:9:a::1").post(
+            "/api/v1/auth/login", json=login_body("honest_user", GOOD_PASSWORD)
+        )
+        assert r.status_code == 200
+    blocked = events(caplog, "ip_blocked")
+    assert len(blocked) == 1
+    assert blocked[0].client_ip == "2001:db8:9:9::5"  # type: ignore[attr-defined]
+    assert blocked[0].client_key == "2001:db8:9:9::/64"  # type: ignore[attr-defined]
+
+
 async def test_security_headers_cors_and_oversized_bodies(platform: Platform) -> None:
     async with gateway(platform.settings(max_body_bytes=1000)) as client:
         c = client()

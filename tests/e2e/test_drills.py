@@ -79,7 +79,7 @@ def test_drill_hardened_passes_and_weakened_fails(
 
 
 def test_the_whole_drill_fits_the_budget(runtime: LocalRuntime) -> None:
-    """The drills that ran in this session fit the budget of the whole `lab drill`: all seven
+    """The drills that ran in this session fit the budget of the whole `lab drill`: all eight
     in the full suite (CI); under a -k selection, the sum of those selected."""
     assert durations, "no drill ran before this test: select the drill tests too"
     total = sum(durations.values())

@@ -23,6 +23,7 @@ EXPECTED = {
     "upstream-outage",
     "slow-upstream",
     "login-flood",
+    "login-race",
     "order-race",
     "lock-holder-pause",
     "redis-outage",

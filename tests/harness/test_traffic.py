@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import jwt
 import pytest
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from grader.model import Account, Observation
 from scenarios.traffic import (
     LoginBruteforceParams,
+    LoginBurstParams,
     LoginSprayParams,
     OrderRaceParams,
     Recorder,
@@ -27,6 +29,7 @@ from scenarios.traffic import (
     percentile,
     quantity_for,
     run_login_bruteforce,
+    run_login_burst,
     run_login_spray,
     run_order_race,
     summarize,
@@ -203,6 +206,34 @@ async def test_spray_comes_from_distinct_loopback_addresses(gateway: tuple[str, 
     await ctx.aclose()
     assert len(ctx.recorder.observations["spray"]) == 8
     assert {f"127.0.9.{i}" for i in range(1, 5)} <= app.state.seen_ips
+
+
+async def test_a_burst_is_in_flight_all_at_once_from_its_addresses() -> None:
+    app = FastAPI()
+    seen: dict[str, Any] = {"open": 0, "peak": 0, "ips": set()}
+
+    @app.post("/api/v1/auth/login")
+    async def login(request: Request) -> JSONResponse:
+        seen["open"] += 1
+        seen["peak"] = max(seen["peak"], seen["open"])
+        seen["ips"].add(request.client.host if request.client else "?")
+        await asyncio.sleep(0.5)  # a slow password check: nobody is answered before all arrive
+        seen["open"] -= 1
+        return JSONResponse({"title": "bad credentials"}, status_code=401)
+
+    with serve_in_thread(app) as url:
+        ctx = context(url)
+        spray = LoginBurstParams(account="victim", attempts=12, ips=4, subnet=8)
+        await run_login_burst(ctx, "spray", spray, None)
+        brute = LoginBurstParams(account="victim", attempts=5, source_ip="127.0.0.42")
+        await run_login_burst(ctx, "brute", brute, None)
+        await ctx.aclose()
+    assert seen["peak"] == 12
+    assert seen["ips"] == {f"127.0.8.{i}" for i in range(1, 5)} | {"127.0.0.42"}
+    assert [o.status for o in ctx.recorder.observations["spray"]] == [401] * 12
+    assert len(ctx.recorder.observations["brute"]) == 5
+    with pytest.raises(ValueError, match="subnet, not source_ip"):
+        LoginBurstParams(account="victim", ips=3, source_ip="127.0.0.42")
 
 
 async def test_order_race_sizes_orders_from_the_price(gateway: tuple[str, FastAPI]) -> None:

@@ -50,6 +50,14 @@ RATE_LIMIT_DECISIONS = Counter(
 )
 LOGIN_ATTEMPTS = Counter("cnop_login_attempts_total", "Login attempts by result.", ["result"])
 IP_BLOCKS = Counter("cnop_ip_blocks_total", "Client IPs blocked for failed logins.")
+# Not in the contract's table: the victim's own count of guesses that reached the password
+# check (the user service), so a drill can prove the gateway's bounds from the far side.
+PASSWORD_CHECK_RESULTS = ("match", "mismatch", "unknown_user")
+PASSWORD_CHECKS = Counter(
+    "cnop_password_checks_total",
+    "Password verifications (argon2id) by the user service; unknown_user verified a dummy hash.",
+    ["result"],
+)
 TOKEN_VALIDATIONS = Counter(
     "cnop_token_validations_total", "JWT validations by result.", ["result"]
 )
@@ -140,6 +148,7 @@ KNOWN_SERIES: tuple[KnownSeries, ...] = (
     ),
     KnownSeries(TRANSACTION_CONFLICTS, ("user", "order"), {"operation": "@transaction_operations"}),
     KnownSeries(INSIGHTS_REQUESTS, ("insights",), {"source": ("llm", "cache", "fallback")}),
+    KnownSeries(PASSWORD_CHECKS, ("user",), {"result": PASSWORD_CHECK_RESULTS}),
 )
 
 

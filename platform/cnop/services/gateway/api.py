@@ -8,6 +8,13 @@ breaker is checked before the token check, so a dead upstream is refused in micr
 in-flight slot is taken last, just before the upstream call, and given back when the answer is
 in: one user's burst queues at most ``rate_limit_user_inflight`` requests on the upstream (and
 on that user's lock), so it cannot time out, and trip the breaker, for everyone else.
+The login guard reserves the attempt's place in the
+failed-login budgets right before the upstream call, and whatever happens to the call (answer,
+timeout, cancellation) settles that reservation, so nothing between reserving and calling may
+fail.
+
+Limits and blocks key on the client key (an IPv6 client's /64, see :mod:`.client_ip`); logs and
+the upstream's X-Forwarded-For carry the client's full address.
 """
 
 from __future__ import annotations
@@ -31,9 +38,14 @@ from cnop.core.metrics import IP_BLOCKS, LOGIN_ATTEMPTS, RATE_LIMIT_DECISIONS
 from cnop.core.problems import ProblemError
 from cnop.core.redis import REDIS_DOWN_ERRORS, make_redis, report_redis_down
 from cnop.services.gateway.auth_check import AuthCheck
-from cnop.services.gateway.client_ip import client_ip, parse_networks
+from cnop.services.gateway.client_ip import client_ip, client_key, parse_networks
 from cnop.services.gateway.inflight import RETRY_AFTER_SECONDS, InflightLimiter
-from cnop.services.gateway.login_guard import LoginGuard, LoginPolicy
+from cnop.services.gateway.login_guard import (
+    LoginGuard,
+    LoginPolicy,
+    Refusal,
+    Reservation,
+)
 from cnop.services.gateway.published import OPENAPI_PATH, load_document
 from cnop.services.gateway.ratelimit import Decision, RateLimiter, tightest
 from cnop.services.gateway.routes import LOGIN_PATH, RouteMatch, WrongMethod, match, raw_path
@@ -102,7 +114,10 @@ class Gateway:
                 user_max=settings.login_user_max_failures,
                 user_window=settings.login_user_window_seconds,
                 user_block=settings.login_user_block_seconds,
+                # Outlives any login call: one attempt per call (logins are never retried).
+                reservation_ttl=max(30.0, 4 * settings.upstream_timeout_seconds),
             ),
+            atomic=settings.login_guard_atomic,
         )
         policy = BreakerPolicy(
             failure_rate=settings.breaker_failure_rate,
@@ -180,13 +195,14 @@ class Gateway:
             request.headers.getlist("x-forwarded-for"),
             self.trusted,
         )
+        key = client_key(ip)
         s = self.settings
         # Without Redis the limits cannot be enforced: reads go on unlimited (fail open, a
         # setting), while logins and every state-changing request are refused (fail closed).
         unsafe = is_login or request.method not in SAFE_METHODS
         if s.rate_limit_enabled:
             await self._limit(
-                decisions, "ip", f"ip:{ip}", s.rate_limit_ip_limit, ip=ip, fail_closed=unsafe
+                decisions, "ip", f"ip:{key}", s.rate_limit_ip_limit, ip=ip, fail_closed=unsafe
             )
         if is_document:
             return _document(request.method, self.openapi)
@@ -217,10 +233,6 @@ class Gateway:
                     fail_closed=unsafe,
                 )
         login_name = _login_username(body) if is_login else None
-        guard = is_login and s.login_protection_enabled
-        if guard:
-            await self._check_login(ip, login_name)
-
         # The bytes as received: a value outside ASCII (legal on the wire) is the backend's to
         # judge, never an encoding error of ours.
         headers: dict[str, str | bytes] = {
@@ -230,20 +242,32 @@ class Gateway:
         }
         headers["X-Request-ID"] = request_id
         headers["X-Forwarded-For"] = ip
-        retryable = request.method in RETRYABLE_METHODS or (
-            request.method == "POST" and route.idempotent and "idempotency-key" in headers
+        # A login is never retried: a retry would be a second password check on one reservation.
+        retryable = not is_login and (
+            request.method in RETRYABLE_METHODS
+            or (request.method == "POST" and route.idempotent and "idempotency-key" in headers)
         )
-        async with self._in_flight(username, ip, unsafe):
-            reply = await upstream.send(
-                request.method,
-                found.upstream_path,
-                query=scope.get("query_string", b""),
-                headers=headers,
-                body=body,
-                retryable=retryable,
-            )
-        if is_login:
-            await self._after_login(reply.status_code, ip, login_name, guard)
+        reservation = None
+        if is_login and s.login_protection_enabled:
+            reservation = await self._reserve_login(ip, key, login_name)
+        settled = False
+        try:
+            async with self._in_flight(username, ip, unsafe):
+                reply = await upstream.send(
+                    request.method,
+                    found.upstream_path,
+                    query=scope.get("query_string", b""),
+                    headers=headers,
+                    body=body,
+                    retryable=retryable,
+                )
+            if is_login:
+                settled = True
+                await self._after_login(reply.status_code, ip, login_name, reservation)
+        finally:
+            if reservation is not None and not settled:
+                # No answer (timeout, open breaker, cancelled): not a credential failure.
+                await asyncio.shield(self._settle_login(reservation, ip, failed=False))
         return _response(reply)
 
     # -- steps --------------------------------------------------------------------------------
@@ -274,6 +298,7 @@ class Gateway:
                 logging.WARNING,
                 policy=policy,
                 client_ip=ip,
+                client_key=client_key(ip),
                 limit=limit,
                 retry_after=decision.retry_after,
             )
@@ -328,71 +353,50 @@ class Gateway:
                     self.service, "rate_limit_user_inflight", fail_open=True, error=exc
                 )
 
-    async def _check_login(self, ip: str, username: str | None) -> None:
+    async def _reserve_login(self, ip: str, key: str, username: str | None) -> Reservation:
+        """Hold this attempt's place in the IP's and the username's failed-login budgets
+        (check and count in one script), or refuse it: 403 for the IP, 429 for the username."""
         try:
-            blocks = await self.guard.blocks(ip, username)
+            outcome = await self.guard.reserve(key, username)
         except REDIS_DOWN_ERRORS as exc:
             report_redis_down(self.service, "login_guard", fail_open=False, error=exc)
             raise _redis_unavailable() from None
-        if blocks.ip_seconds > 0:
-            RATE_LIMIT_DECISIONS.labels("login_ip", "limited").inc()
-            LOGIN_ATTEMPTS.labels("blocked").inc()
-            log_event(
-                "rate_limited",
-                logging.WARNING,
-                policy="login_ip",
-                client_ip=ip,
-                username=username,
-                retry_after=blocks.ip_seconds,
-            )
-            raise ProblemError(
-                403,
-                "Too many failed logins from this address; try again later",
-                slug="ip-blocked",
-                headers={"Retry-After": _seconds(blocks.ip_seconds)},
-            )
-        RATE_LIMIT_DECISIONS.labels("login_ip", "allowed").inc()
-        if username is None:
-            return
-        if blocks.user_seconds > 0:
-            RATE_LIMIT_DECISIONS.labels("login_user", "limited").inc()
-            LOGIN_ATTEMPTS.labels("blocked").inc()
-            log_event(
-                "rate_limited",
-                logging.WARNING,
-                policy="login_user",
-                client_ip=ip,
-                username=username,
-                retry_after=blocks.user_seconds,
-            )
-            raise ProblemError(
-                429,
-                "Too many failed logins for this account; try again later",
-                headers={"Retry-After": _seconds(blocks.user_seconds)},
-            )
-        RATE_LIMIT_DECISIONS.labels("login_user", "allowed").inc()
+        if isinstance(outcome, Reservation):
+            RATE_LIMIT_DECISIONS.labels("login_ip", "allowed").inc()
+            if username is not None:
+                RATE_LIMIT_DECISIONS.labels("login_user", "allowed").inc()
+            return outcome
+        raise _login_refused(outcome, ip, key, username)
 
-    async def _after_login(self, status: int, ip: str, username: str | None, guard: bool) -> None:
+    async def _after_login(
+        self, status: int, ip: str, username: str | None, reservation: Reservation | None
+    ) -> None:
         if 200 <= status < 300:
             LOGIN_ATTEMPTS.labels("success").inc()
-            return
-        if status != 401:
-            return  # validation errors and outages say nothing about the credentials
-        LOGIN_ATTEMPTS.labels("failure").inc()
-        log_event("login_failed", logging.WARNING, client_ip=ip, username=username)
-        if not guard:
-            return
+        # Only the user service's 401 is a credential failure: validation errors, outages and
+        # successes give the reservation back (a success does not clear earlier failures).
+        failed = status == 401
+        if failed:
+            LOGIN_ATTEMPTS.labels("failure").inc()
+            log_event("login_failed", logging.WARNING, client_ip=ip, username=username)
+        if reservation is not None:
+            await self._settle_login(reservation, ip, failed=failed)
+
+    async def _settle_login(self, reservation: Reservation, ip: str, *, failed: bool) -> None:
         try:
-            outcome = await self.guard.record_failure(ip, username)
+            outcome = await self.guard.settle(reservation, failed=failed)
         except REDIS_DOWN_ERRORS as exc:
+            # The answer stands; the reservation expires on its own (reservation_ttl), and the
+            # next attempt fails closed at the reservation while Redis is down.
             report_redis_down(self.service, "login_guard", fail_open=False, error=exc)
-            return  # the answer is a 401 anyway; the next attempt fails closed at the check
+            return
         if outcome.ip_blocked_now:
             IP_BLOCKS.inc()
             log_event(
                 "ip_blocked",
                 logging.WARNING,
                 client_ip=ip,
+                client_key=reservation.ip,
                 failures=outcome.ip_failures,
                 block_seconds=self.guard.policy.ip_block,
             )
@@ -400,7 +404,7 @@ class Gateway:
             log_event(
                 "username_throttled",
                 logging.WARNING,
-                username=username,
+                username=reservation.username,
                 failures=outcome.user_failures,
                 block_seconds=self.guard.policy.user_block,
             )
@@ -441,6 +445,34 @@ def _login_username(body: bytes) -> str | None:
     if not isinstance(name, str) or not name.strip():
         return None
     return name.strip().lower()[:64]
+
+
+def _login_refused(refusal: Refusal, ip: str, key: str, username: str | None) -> ProblemError:
+    """Count and log a refused login; the problem to answer with (403 IP, 429 username)."""
+    if refusal.policy == "login_user":
+        RATE_LIMIT_DECISIONS.labels("login_ip", "allowed").inc()
+    RATE_LIMIT_DECISIONS.labels(refusal.policy, "limited").inc()
+    LOGIN_ATTEMPTS.labels("blocked").inc()
+    log_event(
+        "rate_limited",
+        logging.WARNING,
+        policy=refusal.policy,
+        client_ip=ip,
+        client_key=key,
+        username=username,
+        retry_after=refusal.retry_after,
+    )
+    retry = {"Retry-After": _seconds(refusal.retry_after)}
+    if refusal.policy == "login_ip":
+        return ProblemError(
+            403,
+            "Too many failed logins from this address; try again later",
+            slug="ip-blocked",
+            headers=retry,
+        )
+    return ProblemError(
+        429, "Too many failed logins for this account; try again later", headers=retry
+    )
 
 
 def _seconds(value: float) -> str:

@@ -52,6 +52,9 @@ class Settings(ServiceSettings):
     login_user_max_failures: int = Field(default=10, ge=1)
     login_user_window_seconds: float = Field(default=900.0, gt=0)
     login_user_block_seconds: float = Field(default=900.0, gt=0)
+    # Reserve each attempt's place in the budgets before the password check (atomic check and
+    # count); false restores check-then-act, where simultaneous guesses all get through.
+    login_guard_atomic: bool = True
 
     breaker_enabled: bool = True
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)

@@ -14,7 +14,7 @@ from cnop.core.clock import utc_now_iso
 from cnop.core.db import UserBase
 from cnop.core.json_body import api_router
 from cnop.core.logging import log_event, user_var
-from cnop.core.metrics import TRANSACTION_CONFLICTS
+from cnop.core.metrics import PASSWORD_CHECKS, TRANSACTION_CONFLICTS
 from cnop.core.money import qty_str, usd, usd_str
 from cnop.core.problems import ProblemError
 from cnop.core.redis import REDIS_DOWN_ERRORS
@@ -121,6 +121,7 @@ async def register(body: RegisterRequest, request: Request, ctx: Ctx) -> dict[st
 async def login(body: LoginRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     user = await ctx.db(store.get_user, ctx.require_tables(), body.username)
     ok = await _passwords(request).verify(body.password, user.password_hash if user else None)
+    PASSWORD_CHECKS.labels("unknown_user" if user is None else "match" if ok else "mismatch").inc()
     if user is None or not ok:
         reason = "unknown_user" if user is None else "wrong_password"
         log_event("login_failed", logging.WARNING, username=body.username, reason=reason)

@@ -192,3 +192,5 @@ class RunResult(BaseModel):
     # generators learned (e.g. "orders.succeeded_keys"); added by the scenario engine.
     traffic: dict[str, Any] = {}
     mode: Literal["hardened", "weakened"] = "hardened"
+    # Drill client address (as the scenario names it) -> the address the gateway saw it as.
+    client_addresses: dict[str, str] = {}

@@ -9,6 +9,10 @@ What a sandbox needs between commands sits in its home (``LabConfig.home``): ``s
 (runtime, compose project, ports), ``docker.env`` (compose variables, with the JWT secret:
 mode 0600) and ``docker-compose.override.yaml`` (extra settings of services). Image names come
 from ``images.env`` when ``lab images --offline`` wrote one, else from the compose defaults.
+
+The gateway trusts no proxy here: Docker's port proxy writes no ``X-Forwarded-For``, so the
+gateway keys on the socket peer, and drill clients get real addresses of their own on the edge
+network (:mod:`scenarios.runtime.edge`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from scenarios.config import REPO_ROOT, LabConfig
 from scenarios.runtime.base import (
     INFRA,
     SERVICES,
+    ClientAddresses,
     ComponentStatus,
     Endpoints,
     Runtime,
@@ -41,6 +46,7 @@ from scenarios.runtime.base import (
     fault_flag_key,
     fault_flag_pattern,
 )
+from scenarios.runtime.edge import UNREACHABLE_NOTE, EdgeLayout, add_command, allocate, reachable
 from scenarios.runtime.sandbox import SandboxLock, read_state
 
 COMPONENTS = (*INFRA, *SERVICES)
@@ -48,6 +54,7 @@ STATE_VERSION = 1
 ENV_FILE = "docker.env"
 OVERRIDE_FILE = "docker-compose.override.yaml"
 BACKEND_NETWORK = "backend"
+EDGE_NETWORK = "edge"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 5
 SERVICE_PORTS = {
@@ -161,7 +168,7 @@ class DockerRuntime(Runtime):
                 archive.unlink()  # a fresh sandbox: no log lines of an earlier one
             image_vars = self._image_vars()
             edge_subnet = self._free_edge_subnet()
-            self._write_env_file(ports, image_vars, edge_subnet)
+            self._write_env_file(ports, image_vars, EdgeLayout.of(edge_subnet))
             state: dict[str, Any] = {
                 "runtime": self.name,
                 "version": STATE_VERSION,
@@ -173,6 +180,7 @@ class DockerRuntime(Runtime):
                 "ports": ports,
                 "images": image_vars,
                 "edge_subnet": edge_subnet,
+                "clients": {},  # drill address -> its address on the edge network
                 "overrides": {},
             }
             self._write_override(state)
@@ -215,6 +223,7 @@ class DockerRuntime(Runtime):
                     f"the sandbox in {self.config.home} is run by the {state.get('runtime')} "
                     "runtime"
                 )
+            # Removing the edge network removes its bridge, and with it the client addresses.
             self._compose_down(project=state.get("project"))
             self.config.state_file.unlink(missing_ok=True)
 
@@ -250,6 +259,53 @@ class DockerRuntime(Runtime):
                 "ports": {"gateway": cfg.port("gateway"), "prometheus": cfg.port("prometheus")},
             }
         return self._endpoints(state)
+
+    def client_addresses(self, drill_addresses: Collection[str]) -> ClientAddresses:
+        """Each drill address gets an address of its own on the edge network's host side, and
+        clients connect to the gateway's edge address: the socket peer the gateway sees is then
+        the client's own address, with no proxy in between (:mod:`scenarios.runtime.edge`)."""
+        with self._locked():
+            state = self._require_state()
+            if not state.get("edge_subnet"):
+                raise RuntimeError_("this sandbox predates client addresses; `lab down`, `lab up`")
+            layout = EdgeLayout.of(state["edge_subnet"])
+            known: dict[str, str] = dict(state.get("clients") or {})
+            try:
+                wanted = allocate(layout, known, drill_addresses)
+            except ValueError as exc:
+                raise RuntimeError_(str(exc)) from None
+            added = [wanted[ip] for ip in wanted if ip not in known]
+            if added:
+                self._add_client_addresses(added)
+                state["clients"] = wanted
+                self._save_state(state)
+        gateway = f"http://{layout.gateway}:{SERVICE_PORTS['gateway']}"
+        if not wanted or reachable(next(iter(wanted.values())), layout.gateway):
+            return ClientAddresses(gateway=gateway, sources=wanted)
+        return ClientAddresses(
+            gateway=self._endpoints(state).gateway,
+            sources=dict.fromkeys(wanted),
+            note=UNREACHABLE_NOTE,
+        )
+
+    def _add_client_addresses(self, addresses: list[str]) -> None:
+        image = self._image_vars()["NETTOOLS_IMAGE"]
+        label = f"com.docker.compose.project={self.project}"
+        try:
+            self._run(add_command(image, self._edge_bridge(), addresses, label), timeout=120)
+        except RuntimeError_ as exc:
+            raise RuntimeError_(
+                f"could not add client addresses to the edge network with {image} ({exc}); "
+                "NETTOOLS_IMAGE must have an `ip` command (without a registry: "
+                "`lab images --offline`)"
+            ) from None
+
+    def _edge_bridge(self) -> str:
+        """The host interface of the edge network (Docker names it br-<network id>)."""
+        name = f"{self.project}_{EDGE_NETWORK}"
+        info = json.loads(self._run(["docker", "network", "inspect", name]))[0]
+        options = info.get("Options") or {}
+        return str(options.get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}")
 
     # ================================================================ container faults
     def kill(self, name: str) -> None:
@@ -494,11 +550,11 @@ class DockerRuntime(Runtime):
         )
 
     def _write_env_file(
-        self, ports: Mapping[str, int], image_vars: Mapping[str, str], edge_subnet: str
+        self, ports: Mapping[str, int], image_vars: Mapping[str, str], edge: EdgeLayout
     ) -> None:
         cfg = self.config
         values = {
-            "EDGE_SUBNET": edge_subnet,
+            **edge.compose_vars(),
             "COMPOSE_PROJECT_NAME": self.project,
             "CNOP_JWT_SECRET": cfg.jwt_secret(),
             "GATEWAY_PORT": str(ports["gateway"]),
@@ -514,10 +570,9 @@ class DockerRuntime(Runtime):
     def _write_override(self, state: Mapping[str, Any]) -> None:
         """Extra service settings: the sandbox's (every service) plus reconfigure()'s.
 
-        Every host client reaches the gateway through Docker's port proxy, i.e. from the host's
-        address on the edge network, so the gateway is told to believe ``X-Forwarded-For`` from
-        that one address (and only from it): drills that play many client IPs say which one
-        they are in that header, as a load balancer would. Without the header nothing changes.
+        No ``CNOP_TRUSTED_PROXIES``: the only peer in front of the gateway is Docker's port
+        proxy, which writes no ``X-Forwarded-For``, so believing the header from it would let
+        every client pick its own address.
         """
         cfg = self.config
         common = {"CNOP_CORS_ORIGINS": json.dumps(cfg.cors_origins), **cfg.service_env}
@@ -525,9 +580,6 @@ class DockerRuntime(Runtime):
         services: dict[str, Any] = {}
         for name in SERVICES:
             env = dict(common)
-            if name == "gateway" and state.get("edge_subnet"):
-                host_side = ipaddress.ip_network(state["edge_subnet"]).network_address + 1
-                env["CNOP_TRUSTED_PROXIES"] = json.dumps([f"{host_side}/32"])
             env.update(overrides.get(name, {}))
             services[name] = {"environment": env}
         text = "# Written by the lab's Docker runtime; regenerated on every change.\n"

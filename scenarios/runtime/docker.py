@@ -46,7 +46,15 @@ from scenarios.runtime.base import (
     fault_flag_key,
     fault_flag_pattern,
 )
-from scenarios.runtime.edge import UNREACHABLE_NOTE, EdgeLayout, add_command, allocate, reachable
+from scenarios.runtime.edge import (
+    MASQUERADED_NOTE,
+    UNREACHABLE_NOTE,
+    EdgeLayout,
+    add_command,
+    allocate,
+    connect_from,
+    peers,
+)
 from scenarios.runtime.sandbox import SandboxLock, read_state
 
 COMPONENTS = (*INFRA, *SERVICES)
@@ -279,14 +287,28 @@ class DockerRuntime(Runtime):
                 self._add_client_addresses(added)
                 state["clients"] = wanted
                 self._save_state(state)
-        gateway = f"http://{layout.gateway}:{SERVICE_PORTS['gateway']}"
-        if not wanted or reachable(next(iter(wanted.values())), layout.gateway):
+        if not wanted:
+            return ClientAddresses(gateway=self._endpoints(state).gateway)
+        problem = self._edge_problem(next(iter(wanted.values())), layout.gateway)
+        if problem is None:
+            gateway = f"http://{layout.gateway}:{SERVICE_PORTS['gateway']}"
             return ClientAddresses(gateway=gateway, sources=wanted)
         return ClientAddresses(
-            gateway=self._endpoints(state).gateway,
-            sources=dict.fromkeys(wanted),
-            note=UNREACHABLE_NOTE,
+            gateway=self._endpoints(state).gateway, sources=dict.fromkeys(wanted), note=problem
         )
+
+    def _edge_problem(self, source: str, gateway: str) -> str | None:
+        """Why clients cannot use their edge addresses here, or None when the gateway sees a
+        connection from ``source`` as coming from ``source``."""
+        gateway_container = self._containers().get("gateway")
+        if gateway_container is None or gateway_container["state"] != "running":
+            return None  # nothing to ask now (stopped by a drill); the addresses are in place
+        probe = connect_from(source, gateway)
+        if probe is None:
+            return UNREACHABLE_NOTE
+        with probe:
+            table = self._run(["docker", "exec", gateway_container["id"], "cat", "/proc/net/tcp"])
+        return None if source in peers(table) else MASQUERADED_NOTE
 
     def _add_client_addresses(self, addresses: list[str]) -> None:
         image = self._image_vars()["NETTOOLS_IMAGE"]

@@ -15,33 +15,45 @@ add``. The addresses live on the bridge, so they go when ``lab down`` removes th
 Layout of the edge /24 (docker/compose.yaml): ``.1`` the host's side, ``.2`` the gateway,
 ``.64-.127`` other containers (``ip_range``), ``.128-.254`` client addresses.
 
-Where the host cannot reach container addresses (Docker Desktop on macOS or Windows, rootless
-Docker: containers live in a VM or another network namespace), the probe after adding fails
-and every client goes through the port proxy as one address; ``UNREACHABLE_NOTE`` says so.
+A probe checks that it works: a connection from a client address must reach the gateway and
+show up there (in the gateway's ``/proc/net/tcp``) with that address. Where the host cannot reach
+container addresses (Docker Desktop on macOS or Windows, rootless Docker: containers live in a
+VM or another network namespace), or where the engine rewrites the host's traffic to containers
+(``"userland-proxy": false`` masquerades it as the bridge address), every client goes through
+the port proxy as one address instead, and the note says so.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "MASQUERADED_NOTE",
     "UNREACHABLE_NOTE",
     "EdgeLayout",
     "add_command",
     "allocate",
-    "reachable",
+    "connect_from",
+    "peers",
 ]
 
 GATEWAY_PORT = 8080
 PROBE_TIMEOUT_SECONDS = 3.0
+_ONE_CLIENT = (
+    ", so every drill client reaches the gateway through the port proxy as one address; drills "
+    "that play several clients (login-flood) need Docker Engine on Linux or --runtime local"
+)
 UNREACHABLE_NOTE = (
     "this Docker engine does not let the host reach container addresses (Docker Desktop, "
-    "rootless Docker), so every drill client reaches the gateway through the port proxy as one "
-    "address; drills that play several clients (login-flood) need Docker Engine on Linux or "
-    "--runtime local"
+    "rootless Docker)" + _ONE_CLIENT
+)
+MASQUERADED_NOTE = (
+    "this Docker engine rewrites the host's traffic to containers to one address (is "
+    '"userland-proxy": false set in daemon.json?)' + _ONE_CLIENT
 )
 
 # Adds each address to the bridge; one that is already there is fine (a re-run after a crash).
@@ -49,7 +61,10 @@ _ADD_SCRIPT = """
 dev="$1"; shift
 for address in "$@"; do
   out=$(ip address add "$address/32" dev "$dev" 2>&1) && continue
-  case "$out" in *"File exists"*|*"already assigned"*) ;; *) echo "$address: $out" >&2; exit 1 ;; esac
+  case "$out" in
+    *"File exists"*|*"already assigned"*) ;;
+    *) echo "$address: $out" >&2; exit 1 ;;
+  esac
 done
 """
 
@@ -146,13 +161,26 @@ def add_command(image: str, bridge: str, addresses: Collection[str], label: str)
     ]
 
 
-def reachable(source: str, gateway: str, port: int = GATEWAY_PORT) -> bool:
-    """Whether a connection from ``source`` reaches the gateway's edge address. A refusal
-    counts: the network works and the gateway is merely not listening (stopped by a drill)."""
+def connect_from(source: str, gateway: str, port: int = GATEWAY_PORT) -> socket.socket | None:
+    """An open connection from ``source`` to the gateway's edge address, or None when the
+    address is not the host's or nothing answers from there."""
     try:
-        socket.create_connection((gateway, port), PROBE_TIMEOUT_SECONDS, (source, 0)).close()
-    except ConnectionRefusedError:
-        return True
-    except OSError:  # the address is not the host's, or nothing answers from there
-        return False
-    return True
+        return socket.create_connection((gateway, port), PROBE_TIMEOUT_SECONDS, (source, 0))
+    except OSError:
+        return None
+
+
+def peers(proc_net_tcp: str, port: int = GATEWAY_PORT) -> set[str]:
+    """The remote IPv4 addresses of connections to local ``port`` in a ``/proc/net/tcp`` dump
+    (addresses there are hex in the kernel's byte order, the same as ours on a Linux engine)."""
+    found = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 3 or ":" not in fields[1] or ":" not in fields[2]:
+            continue
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        remote = fields[2].rsplit(":", 1)[0]
+        if local_port == port and len(remote) == 8:
+            raw = bytes.fromhex(remote)
+            found.add(str(ipaddress.IPv4Address(raw[::-1] if sys.byteorder == "little" else raw)))
+    return found

@@ -7,12 +7,14 @@ tests/docker/test_docker_runtime.py.
 from __future__ import annotations
 
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
 from scenarios.engine import drill_addresses
 from scenarios.runtime.base import ClientAddresses
-from scenarios.runtime.edge import EdgeLayout, add_command, allocate, reachable
+from scenarios.runtime.edge import EdgeLayout, add_command, allocate, connect_from, peers
 from scenarios.schema import find, load_scenario
 
 
@@ -57,10 +59,24 @@ def test_probe_tells_an_address_the_host_lacks_from_one_it_has() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        assert reachable("127.0.0.5", "127.0.0.1", port)
+        probe = connect_from("127.0.0.5", "127.0.0.1", port)
+        assert probe is not None
+        with probe:
+            seen = peers(Path("/proc/net/tcp").read_text(), port)
+        assert "127.0.0.5" in seen
         # 192.0.2.0/24 is for documentation: never an address of this host.
-        assert not reachable("192.0.2.10", "127.0.0.1", port)
-    assert reachable("127.0.0.5", "127.0.0.1", port)  # refused: the network still works
+        assert connect_from("192.0.2.10", "127.0.0.1", port) is None
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="a little-endian sample")
+def test_peers_reads_the_remote_addresses_of_one_port() -> None:
+    table = (
+        "  sl  local_address rem_address   st\n"
+        "   0: 02FE1FAC:1F90 80FE1FAC:A1B2 01 00000000:00000000\n"  # 172.31.254.128 -> :8080
+        "   1: 02FE1FAC:1F90 00000000:0000 0A 00000000:00000000\n"  # the listening socket
+        "   2: 02FE1FAC:2382 81FE1FAC:A1B3 01 00000000:00000000\n"  # another port
+    )
+    assert peers(table, 8080) == {"172.31.254.128", "0.0.0.0"}
 
 
 def test_the_local_runtime_binds_drill_addresses_as_named() -> None:

@@ -3,16 +3,15 @@
 Only the gateway and Prometheus are published (on 127.0.0.1); the backends, Redis and the
 DynamoDB endpoint live on an internal network, so everything that touches Redis goes through
 ``docker exec`` into the Redis container. Container faults are Docker's own: kill, stop, pause,
-and network partitions (disconnecting a container from the internal network).
+and network partitions (disconnecting a container from the internal network). The gateway
+trusts no proxy: Docker's port proxy writes no ``X-Forwarded-For``, so the gateway keys on the
+socket peer, and drill clients get real addresses of their own on the edge network
+(:mod:`scenarios.runtime.edge`).
 
 What a sandbox needs between commands sits in its home (``LabConfig.home``): ``state.json``
 (runtime, compose project, ports), ``docker.env`` (compose variables, with the JWT secret:
 mode 0600) and ``docker-compose.override.yaml`` (extra settings of services). Image names come
 from ``images.env`` when ``lab images --offline`` wrote one, else from the compose defaults.
-
-The gateway trusts no proxy here: Docker's port proxy writes no ``X-Forwarded-For``, so the
-gateway keys on the socket peer, and drill clients get real addresses of their own on the edge
-network (:mod:`scenarios.runtime.edge`).
 """
 
 from __future__ import annotations

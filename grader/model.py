@@ -242,6 +242,8 @@ class RunResult(BaseModel):
     # HMAC over the provenance and every check's raw evidence, with the assignment's key
     # (grader.bundles.seal_result); set only for runs made with `--assignment`.
     seal: dict[str, str] | None = None
+    # Drill client address (as the scenario names it) -> the address the gateway saw it as.
+    client_addresses: dict[str, str] = {}
 
     @field_validator("schema_version")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ipaddress
 import random
 import secrets
 import time
@@ -42,7 +43,7 @@ from grader.report import render_run
 from scenarios.actions import OPS, ActionRunner
 from scenarios.provenance import RunTags
 from scenarios.provenance import collect as collect_provenance
-from scenarios.runtime.base import Runtime, RuntimeError_
+from scenarios.runtime.base import ClientAddresses, Runtime, RuntimeError_
 from scenarios.schema import HttpProbe, PromQLProbe, Scenario, TrafficStep
 from scenarios.traffic import (
     API,
@@ -51,6 +52,7 @@ from scenarios.traffic import (
     Recorder,
     TrafficContext,
     TrafficError,
+    client_addresses,
     source_client,
     summarize,
 )
@@ -292,9 +294,9 @@ async def run_method(run: _Run, tctx: TrafficContext) -> None:
         run.method_end = _now()
 
 
-async def _prepare_and_run(run: _Run, endpoints_gateway: str, prom: Prometheus) -> None:
+async def _prepare_and_run(run: _Run, net: ClientAddresses, prom: Prometheus) -> None:
     rng = random.Random(run.seed)
-    async with source_client(endpoints_gateway, SETUP_IP, 15.0) as client:
+    async with source_client(net.gateway, net.source(SETUP_IP), 15.0) as client:
         await create_accounts(run, client, rng)
         run.steady["before"] = await check_steady_state(run, client, prom)
         if not run.steady["before"]["held"]:
@@ -305,12 +307,13 @@ async def _prepare_and_run(run: _Run, endpoints_gateway: str, prom: Prometheus) 
             )
         run.say("steady state holds; method starts")
         tctx = TrafficContext(
-            gateway_url=endpoints_gateway,
+            gateway_url=net.gateway,
             accounts=run.accounts,
             rng=rng,
             recorder=run.recorder,
             nonce=run.nonce,
             signing_secret=run.runtime.signing_secret(),
+            sources=net.sources,
         )
         for step in run.scenario.method:
             if isinstance(step, TrafficStep):
@@ -328,9 +331,18 @@ def _recorded_names(step: TrafficStep) -> list[str]:
     return generator_names(step.generator, step.kind, step.typed_params())
 
 
-async def _steady_after(run: _Run, gateway: str, prom: Prometheus) -> dict[str, Any]:
-    async with source_client(gateway, SETUP_IP, 15.0) as client:
+async def _steady_after(run: _Run, net: ClientAddresses, prom: Prometheus) -> dict[str, Any]:
+    async with source_client(net.gateway, net.source(SETUP_IP), 15.0) as client:
         return await check_steady_state(run, client, prom)
+
+
+def drill_addresses(scenario: Scenario) -> list[str]:
+    """Every client address the run sends from: setup's and each traffic step's."""
+    found = {SETUP_IP}
+    for step in scenario.method:
+        if isinstance(step, TrafficStep):
+            found.update(client_addresses(step.typed_params()))
+    return sorted(found, key=ipaddress.ip_address)
 
 
 # --- the whole run ------------------------------------------------------------------------
@@ -433,14 +445,18 @@ def run_scenario(
     prom = Prometheus(endpoints.prometheus)
     run.prom = prom
     interrupted = False
+    net: ClientAddresses | None = None
     try:
         cleared = runtime.clear_state_keys()
         shown = _mode_text(claimed, in_force)
         run.say(f"{scenario.name} (seed {seed}, {shown}): cleared {cleared} state keys")
+        net = runtime.client_addresses(drill_addresses(scenario))
+        if net.note:
+            run.say(f"client addresses: {net.note}")
         for action in scenario.setup_actions:
             run.say(f"setup: {action.describe()}")
             run.runner.run(action)
-        asyncio.run(_prepare_and_run(run, endpoints.gateway, prom))
+        asyncio.run(_prepare_and_run(run, net, prom))
     except KeyboardInterrupt:
         interrupted = True
         run.errors.append("interrupted (Ctrl-C); rollbacks ran")
@@ -463,8 +479,8 @@ def run_scenario(
         raise KeyboardInterrupt
 
     try:
-        if run.method_end is not None:
-            run.steady["after"] = asyncio.run(_steady_after(run, endpoints.gateway, prom))
+        if run.method_end is not None and net is not None:
+            run.steady["after"] = asyncio.run(_steady_after(run, net, prom))
             if not run.steady["after"]["held"]:
                 failed = [p["name"] for p in run.steady["after"]["probes"] if not p["ok"]]
                 run.say(f"steady state does NOT hold after the method ({', '.join(failed)})")
@@ -521,6 +537,7 @@ def run_scenario(
         settings=in_force,
         traffic=traffic,
         provenance=provenance,
+        client_addresses=_client_addresses(scenario, net),
     )
     if tags is not None and tags.assignment is not None and tags.seal_key is not None:
         result = seal_result(result, tags.seal_key, tags.assignment.key_id)
@@ -536,6 +553,14 @@ def _mode_text(mode: str, in_force: Mapping[str, Mapping[str, str]]) -> str:
         f"{s}: {', '.join(f'{k}={v}' for k, v in env.items())}" for s, env in in_force.items()
     )
     return f"weakened (custom): {shown}"
+
+
+def _client_addresses(scenario: Scenario, net: ClientAddresses | None) -> dict[str, str]:
+    """For the report: the address the gateway saw for each drill address."""
+    if net is None:
+        return {}
+    shared = "the engine's port proxy (shared)"
+    return {ip: net.source(ip) or shared for ip in drill_addresses(scenario)}
 
 
 def new_seed() -> int:

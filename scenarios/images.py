@@ -7,7 +7,8 @@ image's base, redis:7-alpine, prom/prometheus). Where no image registry is reach
 1. ``debootstrap`` a bookworm root (python3, venv, pip, CA certificates) into a cache directory,
    put the host's CA bundle into it (pip then works behind a TLS-intercepting proxy, as it does on
    the host) and ``docker import`` it as ``local/debian-python:bookworm``;
-2. build the platform image on that base, and Redis and Prometheus images from Debian's packages;
+2. build the platform image on that base, and Redis, Prometheus and network-tools (``ip``)
+   images from Debian's packages;
 3. write the image names to ``images.env``, which the Docker runtime hands to compose.
 
 Every step is skipped when its image already exists (the platform image: when it was built from
@@ -41,10 +42,13 @@ OFFICIAL_IMAGES = {
     "CNOP_IMAGE": APP_IMAGE,
     "REDIS_IMAGE": "redis:7-alpine",
     "PROMETHEUS_IMAGE": "prom/prometheus:v2.55.1",
+    # Any image with an `ip` command (busybox's will do): adds drill client addresses.
+    "NETTOOLS_IMAGE": "alpine:3.20",
 }
 LOCAL_BASE_IMAGE = "local/debian-python:bookworm"
 LOCAL_REDIS_IMAGE = "local/redis:7"
 LOCAL_PROMETHEUS_IMAGE = "local/prometheus:2"
+LOCAL_NETTOOLS_IMAGE = "local/nettools:bookworm"
 IMAGES_ENV = "images.env"
 SOURCE_LABEL = "org.cnop-lab.source-hash"
 
@@ -217,6 +221,7 @@ def build_offline_images(
     for image, dockerfile in (
         (LOCAL_REDIS_IMAGE, DOCKER_DIR / "images" / "redis.Dockerfile"),
         (LOCAL_PROMETHEUS_IMAGE, DOCKER_DIR / "images" / "prometheus.Dockerfile"),
+        (LOCAL_NETTOOLS_IMAGE, DOCKER_DIR / "images" / "nettools.Dockerfile"),
     ):
         steps.append(
             _build_from_base(
@@ -231,6 +236,7 @@ def build_offline_images(
             "CNOP_IMAGE": APP_IMAGE,
             "REDIS_IMAGE": LOCAL_REDIS_IMAGE,
             "PROMETHEUS_IMAGE": LOCAL_PROMETHEUS_IMAGE,
+            "NETTOOLS_IMAGE": LOCAL_NETTOOLS_IMAGE,
         },
         header="Written by `lab images --offline`: local images built from Debian packages.\n"
         "Delete this file to go back to the official images.",

@@ -3,8 +3,10 @@
 Every generator is bounded in count *and* time and records every response it sees as a
 :class:`grader.model.Observation`, so checks are computed from what clients really got, not from
 what the platform says it did. Generators talk to the platform only over HTTP through the
-gateway. Distinct client IPs come from distinct loopback source addresses (``127.0.0.N``): the
-gateway reads the socket peer, so each generator is a different client to its rate limiter.
+gateway. Distinct client IPs come from distinct source addresses: drills name them as loopback
+addresses (``127.0.0.N``), which the runtime may map to addresses of its own (``sources``, see
+``Runtime.client_addresses``). The gateway reads the socket peer, so each generator is a
+different client to its rate limiter; no generator claims an address in a header.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, Literal
@@ -266,11 +268,9 @@ def source_client(
     *,
     limits: httpx.Limits | None = None,
 ) -> httpx.AsyncClient:
-    """A client that plays one client IP: it sends from that loopback address and also names
-    it in X-Forwarded-For. The local gateway reads the socket peer and ignores the header (no
-    trusted proxies); behind Docker's port proxy every peer is the host, so the Docker runtime
-    makes the gateway trust the host for X-Forwarded-For, and the header carries the identity.
-    """
+    """A client that plays one client IP by sending from that address: the gateway sees it as
+    the socket peer. It sends no X-Forwarded-For: a client naming itself in a header is what
+    the gateway must never believe, so a drill does not rely on it either."""
     transport = httpx.AsyncHTTPTransport(
         local_address=source_ip, retries=0, limits=limits or httpx.Limits(), verify=_tls_context()
     )
@@ -279,7 +279,6 @@ def source_client(
         transport=transport,
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 3.0)),
         follow_redirects=False,
-        headers={"X-Forwarded-For": source_ip} if source_ip else None,
     )
 
 
@@ -291,6 +290,8 @@ class TrafficContext:
     recorder: Recorder
     nonce: str
     signing_secret: str | None = None
+    # Drill address -> the source address that plays it (absent: the drill address itself).
+    sources: Mapping[str, str | None] = field(default_factory=dict)
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def client(
@@ -298,7 +299,7 @@ class TrafficContext:
     ) -> httpx.AsyncClient:
         client = source_client(
             self.gateway_url,
-            source_ip,
+            None if source_ip is None else self.sources.get(source_ip, source_ip),
             timeout_s,
             limits=httpx.Limits(max_connections=MAX_IN_FLIGHT * 2, max_keepalive_connections=16),
         )
@@ -566,7 +567,7 @@ async def run_login_spray(
     ctx: TrafficContext, name: str, p: LoginSprayParams, duration: float | None
 ) -> None:
     username = ctx.account(p.account).username
-    clients = [ctx.client(f"127.0.{p.subnet}.{i + 1}", p.timeout_s) for i in range(p.ips)]
+    clients = [ctx.client(ip, p.timeout_s) for ip in spray_addresses(p)]
     order = [(ip, n) for n in range(p.attempts_per_ip) for ip in range(p.ips)]
 
     async def make(i: int) -> None:
@@ -733,6 +734,20 @@ RUNNERS: dict[str, Runner] = {
     "idempotent_orders": run_idempotent_orders,
     "token_attacks": run_token_attacks,
 }
+
+
+def spray_addresses(params: LoginSprayParams) -> list[str]:
+    return [f"127.0.{params.subnet}.{i + 1}" for i in range(params.ips)]
+
+
+def client_addresses(params: BaseModel) -> list[str]:
+    """Every client address a step sends from (what the runtime must provide before it runs)."""
+    if isinstance(params, LoginSprayParams):
+        return spray_addresses(params)
+    if isinstance(params, LoginBurstParams):
+        return params.addresses()
+    source_ip = getattr(params, "source_ip", None)
+    return [source_ip] if source_ip else []
 
 
 def generator_names(name: str, kind: str, params: BaseModel) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +33,29 @@ class Endpoints:
     prometheus: str  # e.g. http://127.0.0.1:9090
     redis: str  # e.g. redis://127.0.0.1:6390/0
     services: dict[str, str] = field(default_factory=dict)  # internal base URLs, where reachable
+
+
+@dataclass(frozen=True)
+class ClientAddresses:
+    """Where drill clients send from, and to which gateway URL.
+
+    Drills name their client addresses as loopback addresses (``127.0.0.21``). The gateway keys
+    its limits and blocks on the socket peer and believes no ``X-Forwarded-For`` from a peer
+    that does not write it itself, so each drill address must be a real source address the
+    gateway sees: the local runtime binds the loopback addresses as they are; a runtime whose
+    gateway cannot see them maps each to an address of its own (``sources``), and ``None``
+    means the engine could not give that client an address of its own (``note`` says why).
+    """
+
+    gateway: str
+    sources: Mapping[str, str | None] = field(default_factory=dict)
+    note: str = ""
+
+    def source(self, drill_address: str | None) -> str | None:
+        """The address a client playing ``drill_address`` binds (None: the system's choice)."""
+        if drill_address is None:
+            return None
+        return self.sources.get(drill_address, drill_address)
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,12 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def endpoints(self) -> Endpoints: ...
+
+    def client_addresses(self, drill_addresses: Collection[str]) -> ClientAddresses:
+        """Source addresses for the drill's client addresses (``127.x.y.z``); may add them to
+        the machine for the sandbox's lifetime. Locally every loopback address reaches the
+        gateway's socket as it is, so nothing is mapped."""
+        return ClientAddresses(gateway=self.endpoints().gateway)
 
     # --- process / container faults (name: a service or an INFRA component) ---------------
     @abc.abstractmethod

@@ -3,7 +3,10 @@
 Only the gateway and Prometheus are published (on 127.0.0.1); the backends, Redis and the
 DynamoDB endpoint live on an internal network, so everything that touches Redis goes through
 ``docker exec`` into the Redis container. Container faults are Docker's own: kill, stop, pause,
-and network partitions (disconnecting a container from the internal network).
+and network partitions (disconnecting a container from the internal network). The gateway
+trusts no proxy: Docker's port proxy writes no ``X-Forwarded-For``, so the gateway keys on the
+socket peer, and drill clients get real addresses of their own on the edge network
+(:mod:`scenarios.runtime.edge`).
 
 What a sandbox needs between commands sits in its home (``LabConfig.home``): ``state.json``
 (runtime, compose project, ports), ``docker.env`` (compose variables, with the JWT and the
@@ -21,7 +24,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,22 @@ from scenarios.config import REPO_ROOT, LabConfig
 from scenarios.runtime.base import (
     INFRA,
     SERVICES,
+    ClientAddresses,
     ComponentStatus,
     Endpoints,
     Runtime,
     RuntimeError_,
     fault_flag_key,
     fault_flag_pattern,
+)
+from scenarios.runtime.edge import (
+    MASQUERADED_NOTE,
+    UNREACHABLE_NOTE,
+    EdgeLayout,
+    add_command,
+    allocate,
+    connect_from,
+    peers,
 )
 from scenarios.runtime.sandbox import SandboxLock, read_state
 
@@ -49,6 +62,7 @@ STATE_VERSION = 1
 ENV_FILE = "docker.env"
 OVERRIDE_FILE = "docker-compose.override.yaml"
 BACKEND_NETWORK = "backend"
+EDGE_NETWORK = "edge"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 5
 SERVICE_PORTS = {
@@ -162,7 +176,7 @@ class DockerRuntime(Runtime):
                 archive.unlink()  # a fresh sandbox: no log lines of an earlier one
             image_vars = self._image_vars()
             edge_subnet = self._free_edge_subnet()
-            self._write_env_file(ports, image_vars, edge_subnet)
+            self._write_env_file(ports, image_vars, EdgeLayout.of(edge_subnet))
             state: dict[str, Any] = {
                 "runtime": self.name,
                 "version": STATE_VERSION,
@@ -174,6 +188,7 @@ class DockerRuntime(Runtime):
                 "ports": ports,
                 "images": image_vars,
                 "edge_subnet": edge_subnet,
+                "clients": {},  # drill address -> its address on the edge network
                 "overrides": {},
             }
             self._write_override(state)
@@ -216,6 +231,7 @@ class DockerRuntime(Runtime):
                     f"the sandbox in {self.config.home} is run by the {state.get('runtime')} "
                     "runtime"
                 )
+            # Removing the edge network removes its bridge, and with it the client addresses.
             self._compose_down(project=state.get("project"))
             self.config.state_file.unlink(missing_ok=True)
 
@@ -251,6 +267,67 @@ class DockerRuntime(Runtime):
                 "ports": {"gateway": cfg.port("gateway"), "prometheus": cfg.port("prometheus")},
             }
         return self._endpoints(state)
+
+    def client_addresses(self, drill_addresses: Collection[str]) -> ClientAddresses:
+        """Each drill address gets an address of its own on the edge network's host side, and
+        clients connect to the gateway's edge address: the socket peer the gateway sees is then
+        the client's own address, with no proxy in between (:mod:`scenarios.runtime.edge`)."""
+        with self._locked():
+            state = self._require_state()
+            if not state.get("edge_subnet"):
+                raise RuntimeError_("this sandbox predates client addresses; `lab down`, `lab up`")
+            layout = EdgeLayout.of(state["edge_subnet"])
+            known: dict[str, str] = dict(state.get("clients") or {})
+            try:
+                wanted = allocate(layout, known, drill_addresses)
+            except ValueError as exc:
+                raise RuntimeError_(str(exc)) from None
+            added = [wanted[ip] for ip in wanted if ip not in known]
+            if added:
+                self._add_client_addresses(added)
+                state["clients"] = wanted
+                self._save_state(state)
+        if not wanted:
+            return ClientAddresses(gateway=self._endpoints(state).gateway)
+        problem = self._edge_problem(next(iter(wanted.values())), layout.gateway)
+        if problem is None:
+            gateway = f"http://{layout.gateway}:{SERVICE_PORTS['gateway']}"
+            return ClientAddresses(gateway=gateway, sources=wanted)
+        return ClientAddresses(
+            gateway=self._endpoints(state).gateway, sources=dict.fromkeys(wanted), note=problem
+        )
+
+    def _edge_problem(self, source: str, gateway: str) -> str | None:
+        """Why clients cannot use their edge addresses here, or None when the gateway sees a
+        connection from ``source`` as coming from ``source``."""
+        gateway_container = self._containers().get("gateway")
+        if gateway_container is None or gateway_container["state"] != "running":
+            return None  # nothing to ask now (stopped by a drill); the addresses are in place
+        probe = connect_from(source, gateway)
+        if probe is None:
+            return UNREACHABLE_NOTE
+        with probe:
+            table = self._run(["docker", "exec", gateway_container["id"], "cat", "/proc/net/tcp"])
+        return None if source in peers(table) else MASQUERADED_NOTE
+
+    def _add_client_addresses(self, addresses: list[str]) -> None:
+        image = self._image_vars()["NETTOOLS_IMAGE"]
+        label = f"com.docker.compose.project={self.project}"
+        try:
+            self._run(add_command(image, self._edge_bridge(), addresses, label), timeout=120)
+        except RuntimeError_ as exc:
+            raise RuntimeError_(
+                f"could not add client addresses to the edge network with {image} ({exc}); "
+                "NETTOOLS_IMAGE must have an `ip` command (without a registry: "
+                "`lab images --offline`)"
+            ) from None
+
+    def _edge_bridge(self) -> str:
+        """The host interface of the edge network (Docker names it br-<network id>)."""
+        name = f"{self.project}_{EDGE_NETWORK}"
+        info = json.loads(self._run(["docker", "network", "inspect", name]))[0]
+        options = info.get("Options") or {}
+        return str(options.get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}")
 
     # ================================================================ container faults
     def kill(self, name: str) -> None:
@@ -495,11 +572,11 @@ class DockerRuntime(Runtime):
         )
 
     def _write_env_file(
-        self, ports: Mapping[str, int], image_vars: Mapping[str, str], edge_subnet: str
+        self, ports: Mapping[str, int], image_vars: Mapping[str, str], edge: EdgeLayout
     ) -> None:
         cfg = self.config
         values = {
-            "EDGE_SUBNET": edge_subnet,
+            **edge.compose_vars(),
             "COMPOSE_PROJECT_NAME": self.project,
             "CNOP_JWT_SECRET": cfg.jwt_secret(),
             "CNOP_INTERNAL_SECRET": cfg.internal_secret(),
@@ -516,10 +593,9 @@ class DockerRuntime(Runtime):
     def _write_override(self, state: Mapping[str, Any]) -> None:
         """Extra service settings: the sandbox's (every service) plus reconfigure()'s.
 
-        Every host client reaches the gateway through Docker's port proxy, i.e. from the host's
-        address on the edge network, so the gateway is told to believe ``X-Forwarded-For`` from
-        that one address (and only from it): drills that play many client IPs say which one
-        they are in that header, as a load balancer would. Without the header nothing changes.
+        No ``CNOP_TRUSTED_PROXIES``: the only peer in front of the gateway is Docker's port
+        proxy, which writes no ``X-Forwarded-For``, so believing the header from it would let
+        every client pick its own address.
         """
         cfg = self.config
         common = {"CNOP_CORS_ORIGINS": json.dumps(cfg.cors_origins), **cfg.service_env}
@@ -527,9 +603,6 @@ class DockerRuntime(Runtime):
         services: dict[str, Any] = {}
         for name in SERVICES:
             env = dict(common)
-            if name == "gateway" and state.get("edge_subnet"):
-                host_side = ipaddress.ip_network(state["edge_subnet"]).network_address + 1
-                env["CNOP_TRUSTED_PROXIES"] = json.dumps([f"{host_side}/32"])
             env.update(overrides.get(name, {}))
             services[name] = {"environment": env}
         text = "# Written by the lab's Docker runtime; regenerated on every change.\n"

@@ -28,7 +28,7 @@ DRILLS = (
 @pytest.fixture(scope="module", autouse=True)
 def _clean_state_after(docker_sandbox: DockerSandbox) -> Iterator[None]:
     yield
-    # Every host client reaches the gateway from one address (Docker's proxy): leave no limits.
+    # Host clients without an edge address share one (Docker's port proxy): leave no limits.
     docker_sandbox.runtime.clear_state_keys()
 
 
@@ -37,6 +37,9 @@ def test_drill_passes_on_docker(docker_sandbox: DockerSandbox, name: str, tmp_pa
     scenario = load_scenario(find(name))
     result = run_scenario(scenario, docker_sandbox.runtime, seed=20261125, out_dir=tmp_path)
     assert result.runtime == "docker"
+    # Every client the drill names was played by an address of its own on the edge network.
+    seen = list(result.client_addresses.values())
+    assert len(set(seen)) == len(seen) and all(a.startswith("172.") for a in seen), seen
     failed = [
         {"id": c.id, "error": c.error, "evidence": c.evidence}
         for c in result.checks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -223,16 +224,6 @@ def test_reconfigure_a_service(docker_sandbox: DockerSandbox) -> None:
     try:
         codes = [_assets_status(box) for _ in range(6)]
         assert 429 in codes, codes
-        # The host's side of the edge network is a trusted proxy: X-Forwarded-For names the
-        # client, so another client is not limited by the first one's budget.
-        url = box.endpoints.gateway + ASSETS
-        first = [
-            httpx.get(url, headers={"X-Forwarded-For": "10.9.0.1"}, timeout=10).status_code
-            for _ in range(5)
-        ]
-        assert first[-1] == 429, first
-        other = httpx.get(url, headers={"X-Forwarded-For": "10.9.0.2"}, timeout=10)
-        assert other.status_code == 200
     finally:
         box.runtime.reconfigure("gateway", None)
         box.runtime.clear_state_keys()
@@ -243,6 +234,51 @@ def test_reconfigure_a_service(docker_sandbox: DockerSandbox) -> None:
     assert "rate_limited" in events
     with pytest.raises(RuntimeError_):
         box.runtime.reconfigure("gateway", {"NOT_CNOP": "1"})
+
+
+def _from(address: str | None, base_url: str) -> httpx.Client:
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=base_url, transport=transport, timeout=15)
+
+
+def test_a_forged_forwarded_for_picks_no_client_address(docker_sandbox: DockerSandbox) -> None:
+    """Every client claims another address in X-Forwarded-For; the limit and the login block
+    still hit the address it really sends from, and only that one."""
+    box = docker_sandbox
+    rt = box.runtime
+    net = rt.client_addresses(["127.0.0.61", "127.0.0.62"])
+    assert not net.note, net.note
+    mine, other = net.source("127.0.0.61"), net.source("127.0.0.62")
+    assert mine and other and mine != other
+    rt.clear_state_keys()
+    rt.reconfigure("gateway", {"CNOP_RATE_LIMIT_IP_LIMIT": "3"})
+    try:
+        # Through the published port (Docker's port proxy) and from an edge address alike.
+        for client in (_from(None, box.endpoints.gateway), _from(mine, net.gateway)):
+            with client:
+                codes = [
+                    client.get(ASSETS, headers={"X-Forwarded-For": f"10.9.0.{i}"}).status_code
+                    for i in range(1, 6)
+                ]
+            assert codes == [200, 200, 200, 429, 429], codes
+        with _from(other, net.gateway) as client:
+            assert client.get(ASSETS, headers={"X-Forwarded-For": mine}).status_code == 200
+    finally:
+        rt.reconfigure("gateway", None)
+        rt.clear_state_keys()
+    try:
+        with _from(mine, net.gateway) as client:
+            codes = []
+            for i in range(1, 7):
+                body = {"username": f"nobody_{i}", "password": f"Wrong-Guess-{i:05d}x"}
+                claim = {"X-Forwarded-For": f"10.8.0.{i}"}
+                codes.append(client.post("/api/v1/auth/login", json=body, headers=claim))
+        assert [r.status_code for r in codes] == [401] * 5 + [403], [r.text for r in codes]
+        with _from(other, net.gateway) as client:
+            body = {"username": "nobody_7", "password": "Wrong-Guess-00007x"}
+            assert client.post("/api/v1/auth/login", json=body).status_code == 401
+    finally:
+        rt.clear_state_keys()
 
 
 def test_unknown_names_are_one_line_errors(docker_sandbox: DockerSandbox) -> None:
@@ -263,11 +299,23 @@ def test_missing_docker_is_one_clear_line(
     assert "docker is not installed" in message and "\n" not in message
 
 
+def _is_host_address(address: str) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 def test_down_leaves_nothing_behind(docker_sandbox: DockerSandbox) -> None:
     box = docker_sandbox
+    added = box.runtime.client_addresses(["127.0.0.63"]).sources.values()
+    assert added and all(a and _is_host_address(a) for a in added)
     box.runtime.down()
     box.down_done = True
     assert not box.runtime.is_up()
     assert project_leftovers(box.project) == {"containers": [], "networks": [], "volumes": []}
+    assert not [a for a in added if a and _is_host_address(a)]  # the client addresses are gone
     assert not box.runtime.config.state_file.exists()
     box.runtime.down()  # idempotent

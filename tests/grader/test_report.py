@@ -77,6 +77,17 @@ def test_markdown_has_the_same_content(tmp_path: Path) -> None:
     assert "rollback: fault flag" in md
 
 
+def test_reports_show_which_address_played_each_client(tmp_path: Path) -> None:
+    result = sample_result()
+    result.client_addresses = {"127.0.0.2": "172.31.254.128", "127.0.3.1": "172.31.254.129"}
+    render_run(result, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| 127.0.3.1 | `172.31.254.129` |" in md
+    html = (tmp_path / "report.html").read_text()
+    assert "Client addresses" in html and "172.31.254.129" in html
+    assert load_result(tmp_path).client_addresses == result.client_addresses
+
+
 def test_empty_chart_says_no_data(tmp_path: Path) -> None:
     result = sample_result()
     result.charts.append(Chart(title="Nothing scraped", series={}, shaded=["fault"]))

@@ -24,6 +24,7 @@ from scenarios.traffic import (
     Recorder,
     TrafficContext,
     TrafficError,
+    client_addresses,
     forge_tokens,
     paced,
     percentile,
@@ -144,12 +145,14 @@ def stand_in() -> FastAPI:
     failures: dict[str, int] = {}
     seen_ips: set[str] = set()
     app.state.seen_ips = seen_ips
+    app.state.forwarded = []
     app.state.orders = 0
 
     @app.post("/api/v1/auth/login")
     async def login(request: Request) -> JSONResponse:
         ip = request.client.host if request.client else "?"
         seen_ips.add(ip)
+        app.state.forwarded.extend(request.headers.getlist("x-forwarded-for"))
         if failures.get(ip, 0) >= 5:
             return JSONResponse({"title": "blocked"}, status_code=403)
         failures[ip] = failures.get(ip, 0) + 1
@@ -176,13 +179,14 @@ def gateway() -> Iterator[tuple[str, FastAPI]]:
         yield url, app
 
 
-def context(url: str) -> TrafficContext:
+def context(url: str, sources: dict[str, str | None] | None = None) -> TrafficContext:
     return TrafficContext(
         gateway_url=url,
         accounts={"victim": Account(username="victim_1", password="x", token="t")},
         rng=random.Random(1),
         recorder=Recorder(),
         nonce="abc",
+        sources=sources or {},
     )
 
 
@@ -234,6 +238,37 @@ async def test_a_burst_is_in_flight_all_at_once_from_its_addresses() -> None:
     assert len(ctx.recorder.observations["brute"]) == 5
     with pytest.raises(ValueError, match="subnet, not source_ip"):
         LoginBurstParams(account="victim", ips=3, source_ip="127.0.0.42")
+
+
+async def test_generators_claim_no_address_in_a_header(gateway: tuple[str, FastAPI]) -> None:
+    url, app = gateway
+    app.state.forwarded.clear()
+    ctx = context(url)
+    params = LoginSprayParams(account="victim", ips=3, attempts_per_ip=1, rate=100, subnet=10)
+    await run_login_spray(ctx, "spray", params, None)
+    await ctx.aclose()
+    assert len(ctx.recorder.observations["spray"]) == 3
+    assert app.state.forwarded == []  # the socket address is the only claim a client makes
+
+
+async def test_a_runtime_maps_drill_addresses_to_its_own(gateway: tuple[str, FastAPI]) -> None:
+    url, app = gateway
+    ctx = context(url, {"127.0.11.1": "127.0.12.7", "127.0.11.2": "127.0.12.8"})
+    params = LoginSprayParams(account="victim", ips=2, attempts_per_ip=1, rate=100, subnet=11)
+    await run_login_spray(ctx, "spray", params, None)
+    await ctx.aclose()
+    assert {"127.0.12.7", "127.0.12.8"} <= app.state.seen_ips
+    assert not {"127.0.11.1", "127.0.11.2"} & app.state.seen_ips
+
+
+def test_client_addresses_name_every_address_a_step_sends_from() -> None:
+    spray = LoginSprayParams(account="victim", ips=3, subnet=4, source_ip="127.0.0.9")
+    assert client_addresses(spray) == ["127.0.4.1", "127.0.4.2", "127.0.4.3"]
+    burst = LoginBurstParams(account="victim", attempts=40, ips=3, subnet=5)
+    assert client_addresses(burst) == ["127.0.5.1", "127.0.5.2", "127.0.5.3"]
+    brute = LoginBruteforceParams(account="victim", source_ip="127.0.0.41")
+    assert client_addresses(brute) == ["127.0.0.41"]
+    assert client_addresses(LoginBruteforceParams(account="victim")) == []
 
 
 async def test_order_race_sizes_orders_from_the_price(gateway: tuple[str, FastAPI]) -> None:

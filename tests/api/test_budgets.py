@@ -37,7 +37,7 @@ from tests.api.test_gateway import Platform, ServerThread, assert_problem, gatew
 from tests.api.test_gateway import platform as platform
 from tests.api.test_insights_service import PORTFOLIO
 from tests.api.test_order_service import _inventory_app, auth, fund, order_service
-from tests.conftest import TEST_SECRET, free_port, running, serve_in_thread
+from tests.conftest import TEST_INTERNAL_SECRET, TEST_SECRET, free_port, running, serve_in_thread
 
 DEADLINE = "x-cnop-deadline-ms"
 INFLIGHT_PREFIX = "cnop:inflight:user:"  # the documented key (docs/settings.md, "Deadlines")
@@ -73,6 +73,7 @@ def slow_upstream() -> Iterator[tuple[SlowUpstream, str]]:
 def gateway_settings(redis_url: str, **overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
         "jwt_secret": TEST_SECRET,
+        "internal_secret": TEST_INTERNAL_SECRET,
         "redis_url": redis_url,
         "log_level": "WARNING",
         "upstream_retries": 0,
@@ -389,7 +390,9 @@ def service_process(service: str, tmp_path: Path, **settings: Any) -> Iterator[s
 async def test_150_concurrent_orders_from_one_user_never_open_the_order_breaker(
     service_env: dict[str, Any], redis_sync: Redis, tmp_path: Path
 ) -> None:
-    common = {k: service_env[k] for k in ("jwt_secret", "redis_url", "log_level")}
+    common = {
+        k: service_env[k] for k in ("jwt_secret", "internal_secret", "redis_url", "log_level")
+    }
     transitions = metric(
         "cnop_circuit_breaker_transitions_total",
         upstream="order",

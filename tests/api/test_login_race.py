@@ -32,7 +32,7 @@ from tests.api.test_gateway import (
     gateway,
     metric,
 )
-from tests.conftest import TEST_SECRET, free_port
+from tests.conftest import TEST_INTERNAL_SECRET, TEST_SECRET, free_port
 
 PASSWORD = "Str0ng!Passw0rd"
 WRONG = "Wr0ng!Passw0rd-"
@@ -45,6 +45,7 @@ def user_service(redis_url: str, dynamodb_endpoint: str) -> Iterator[ServerThrea
     """One user service for the module: creating its tables in moto takes seconds."""
     settings = UserSettings(
         jwt_secret=TEST_SECRET,
+        internal_secret=TEST_INTERNAL_SECRET,
         redis_url=redis_url,
         dynamodb_endpoint=dynamodb_endpoint,
         table_prefix="t" + secrets.token_hex(4),
@@ -75,10 +76,13 @@ async def platform(
         "breaker_enabled": False,
         "upstream_timeout_seconds": 10.0,
         "redis_timeout_seconds": 5.0,
+        # Logins are never retried; a short cap lets a test set a short upstream timeout.
+        "upstream_retry_backoff_max_seconds": 0.1,
     }
     values.update(overrides)
     settings = Settings(
         jwt_secret=TEST_SECRET,
+        internal_secret=TEST_INTERNAL_SECRET,
         redis_url=redis_url,
         log_level="WARNING",
         user_url=user.url,

@@ -637,7 +637,12 @@ async def test_an_unavailable_answer_is_not_final_so_the_retry_runs(
 async def test_concurrent_retries_of_one_order_execute_once_and_answer_alike(
     service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
 ) -> None:
-    settings = {"locks_enabled": locks_enabled, "lock_wait_seconds": 30}
+    # A 30 s lock wait needs a request budget that covers it.
+    settings = {
+        "locks_enabled": locks_enabled,
+        "lock_wait_seconds": 30,
+        "request_budget_seconds": 60,
+    }
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         fund(app, "twin_trader", "100.00")
         headers = {**auth(app, "twin_trader"), "Idempotency-Key": "twin-order"}
@@ -666,7 +671,12 @@ async def test_concurrent_buys_and_sells_of_one_user_keep_every_invariant(
     service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
 ) -> None:
     """Mixed orders racing: no overdraft, no short sale, ledgers equal balances, value kept."""
-    settings = {"locks_enabled": locks_enabled, "lock_wait_seconds": 30}
+    # A 30 s lock wait needs a request budget that covers it.
+    settings = {
+        "locks_enabled": locks_enabled,
+        "lock_wait_seconds": 30,
+        "request_budget_seconds": 60,
+    }
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         fund(app, "mixed_trader", "50.00")
         headers = auth(app, "mixed_trader")

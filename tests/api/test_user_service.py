@@ -733,6 +733,7 @@ async def test_concurrent_retries_of_one_deposit_execute_once_and_answer_alike(
         inventory_url=inventory_url,
         locks_enabled=locks_enabled,
         lock_wait_seconds=30,
+        request_budget_seconds=60,  # covers the 30 s lock wait
     )
     async with user_service(settings) as (client, tables):
         headers = await signup(client)
@@ -778,6 +779,7 @@ async def test_concurrent_red_pocket_claims_succeed_once_per_day(
         inventory_url=inventory_url,
         locks_enabled=locks_enabled,
         lock_wait_seconds=30,
+        request_budget_seconds=60,  # covers the 30 s lock wait
     )
     async with user_service(settings) as (client, tables):
         headers = await signup(client)

@@ -173,13 +173,32 @@ def run(
     out_dir = out or Path("runs") / f"{scenario.name}-{_stamp()}"
     chosen = seed if seed is not None else new_seed()
     say = _progress(as_json)
+    result = _run_tagged(scenario, runtime, tags, seed=chosen, out_dir=out_dir, say=say)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        _print_result(result, out_dir, console)
+    raise typer.Exit(0 if result.passed else 1)
+
+
+def _run_tagged(
+    scenario: Scenario,
+    runtime: Runtime,
+    tags: RunTags,
+    *,
+    seed: int,
+    out_dir: Path,
+    say: Callable[[str], None],
+) -> RunResult:
+    """One run as `lab run` and `lab drill` make it: under an assignment's settings (then it is
+    a weakened run of exactly those), tagged and sealed for submission."""
     settings = tags.assignment.settings if tags.assignment else {}
     try:
         with assigned_settings(runtime, tags, say):
-            result = run_scenario(
+            return run_scenario(
                 scenario,
                 runtime,
-                seed=chosen,
+                seed=seed,
                 out_dir=out_dir,
                 progress=say,
                 tags=tags,
@@ -188,11 +207,6 @@ def run(
             )
     except EngineError as exc:
         raise RuntimeError_(str(exc)) from exc
-    if as_json:
-        print(result.model_dump_json(indent=2))
-    else:
-        _print_result(result, out_dir, console)
-    raise typer.Exit(0 if result.passed else 1)
 
 
 def drill(
@@ -207,7 +221,6 @@ def drill(
     names = [s.name for s in tags.assignment.scenarios] if tags.assignment else list(available())
     loaded = [_load(name) for name in names]
     runtime = _runtime()
-    settings = tags.assignment.settings if tags.assignment else {}
     out_dir = out or Path("runs") / f"drill-{_stamp()}"
     chosen = seed if seed is not None else new_seed()
     results: list[tuple[Path, RunResult]] = []
@@ -216,20 +229,7 @@ def drill(
     for scenario in loaded:
         console.rule(f"{scenario.name}: {scenario.title}")
         run_dir = out_dir / scenario.name
-        try:
-            with assigned_settings(runtime, tags, say):
-                result = run_scenario(
-                    scenario,
-                    runtime,
-                    seed=chosen,
-                    out_dir=run_dir,
-                    progress=say,
-                    tags=tags,
-                    mode="weakened" if settings else "hardened",
-                    overlay=settings,
-                )
-        except EngineError as exc:
-            raise RuntimeError_(str(exc)) from exc
+        result = _run_tagged(scenario, runtime, tags, seed=chosen, out_dir=run_dir, say=say)
         _print_result(result, run_dir, console)
         results.append((run_dir, result))
     render_index(results, out_dir)

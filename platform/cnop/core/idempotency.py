@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -166,6 +167,23 @@ def remember_refusal(tables: Tables, key: RequestKey, problem: ProblemError) -> 
             raise
         return lookup(tables, key)
     return None
+
+
+async def answer_refusal(
+    db: Callable[..., Awaitable[Any]],
+    tables: Tables,
+    key: RequestKey | None,
+    refusal: ProblemError,
+) -> JSONResponse:
+    """What a keyed request refused with ``refusal`` answers: a final refusal is stored (so a
+    retry replays it) and raised; if a racing copy stored its answer first, that answer.
+    ``db`` is ``ctx.db`` (runs the blocking store call off the event loop)."""
+    if key is None or not is_final(refusal.status):
+        raise refusal
+    first = await db(remember_refusal, tables, key, refusal)
+    if first is not None:
+        return replay(first)
+    raise refusal
 
 
 def replay(stored: StoredResult) -> JSONResponse:

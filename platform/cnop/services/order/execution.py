@@ -194,12 +194,7 @@ async def place_order(
         try:
             result = await _execute(ctx, settings, tables, username, request, key)
         except ProblemError as refusal:
-            if key is None or not idempotency.is_final(refusal.status):
-                raise
-            first = await ctx.db(idempotency.remember_refusal, tables, key, refusal)
-            if first is not None:  # a racing copy answered first: so do we
-                return idempotency.replay(first)
-            raise
+            return await idempotency.answer_refusal(ctx.db, tables, key, refusal)
     if result.replayed:
         return idempotency.replay(idempotency.StoredResult(result.status_code, result.body))
     return JSONResponse(result.body, status_code=result.status_code)

@@ -134,12 +134,7 @@ async def move_funds(
                 raise conflict_problem() from None
             return idempotency.replay(stored)
         except ProblemError as refusal:
-            if key is None or not idempotency.is_final(refusal.status):
-                raise
-            first = await ctx.db(idempotency.remember_refusal, tables, key, refusal)
-            if first is not None:  # a racing copy answered first: so do we
-                return idempotency.replay(first)
-            raise
+            return await idempotency.answer_refusal(ctx.db, tables, key, refusal)
     log_event(
         f"{operation}_completed", transaction_id=body["transaction_id"], amount=usd_str(amount)
     )

@@ -489,7 +489,8 @@ async def test_fifty_concurrent_buys_for_a_user_who_can_afford_ten(sandbox: Sand
         )
         statuses = [r.status_code for r in responses]
         assert statuses.count(201) == 10, statuses
-        assert all(s in (201, 409, 422) for s in statuses), statuses
+        # 429: past the 20 requests a user may have in flight; 409: the lock wait ran out.
+        assert all(s in (201, 409, 422, 429) for s in statuses), statuses
         for r in responses:
             if r.status_code != 201:
                 problem(r, r.status_code)

@@ -68,13 +68,19 @@ def test_probe_tells_an_address_the_host_lacks_from_one_it_has() -> None:
         assert connect_from("192.0.2.10", "127.0.0.1", port) is None
 
 
-@pytest.mark.skipif(sys.byteorder != "little", reason="a little-endian sample")
+def _proc_hex(address: str) -> str:
+    """An IPv4 address as /proc/net/tcp writes it: the 32-bit value in host byte order."""
+    raw = socket.inet_aton(address)
+    return (raw[::-1] if sys.byteorder == "little" else raw).hex().upper()
+
+
 def test_peers_reads_the_remote_addresses_of_one_port() -> None:
+    gw, c1, c2 = _proc_hex("172.31.254.2"), _proc_hex("172.31.254.128"), _proc_hex("172.31.254.129")
     table = (
         "  sl  local_address rem_address   st\n"
-        "   0: 02FE1FAC:1F90 80FE1FAC:A1B2 01 00000000:00000000\n"  # 172.31.254.128 -> :8080
-        "   1: 02FE1FAC:1F90 00000000:0000 0A 00000000:00000000\n"  # the listening socket
-        "   2: 02FE1FAC:2382 81FE1FAC:A1B3 01 00000000:00000000\n"  # another port
+        f"   0: {gw}:1F90 {c1}:A1B2 01 00000000:00000000\n"  # 172.31.254.128 -> :8080
+        f"   1: {gw}:1F90 00000000:0000 0A 00000000:00000000\n"  # the listening socket
+        f"   2: {gw}:2382 {c2}:A1B3 01 00000000:00000000\n"  # another port
     )
     assert peers(table, 8080) == {"172.31.254.128", "0.0.0.0"}
 

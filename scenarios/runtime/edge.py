@@ -30,12 +30,13 @@ import socket
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "MASQUERADED_NOTE",
     "UNREACHABLE_NOTE",
     "EdgeLayout",
-    "add_command",
+    "add_addresses_run",
     "allocate",
     "connect_from",
     "peers",
@@ -132,33 +133,24 @@ def allocate(
     return result
 
 
-def add_command(image: str, bridge: str, addresses: Collection[str], label: str) -> list[str]:
-    """``docker run`` of a container that adds ``addresses`` to the host's ``bridge``, then
-    exits; it holds only CAP_NET_ADMIN and nothing of it stays behind."""
-    return [
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        "NET_ADMIN",
-        "--security-opt",
-        "no-new-privileges:true",
-        "--read-only",
-        "--label",
-        label,
-        "--entrypoint",
-        "sh",
-        image,
-        "-c",
-        _ADD_SCRIPT,
-        "sh",
-        bridge,
-        *addresses,
-    ]
+def add_addresses_run(
+    image: str, bridge: str, addresses: Collection[str], labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """Arguments of python-on-whales' ``docker.run`` for a container that adds ``addresses``
+    to the host's ``bridge``, then exits; it holds only CAP_NET_ADMIN and nothing of it stays
+    behind."""
+    return {
+        "image": image,
+        "entrypoint": "sh",
+        "command": ["-c", _ADD_SCRIPT, "sh", bridge, *addresses],
+        "remove": True,
+        "networks": ["host"],
+        "cap_drop": ["ALL"],
+        "cap_add": ["NET_ADMIN"],
+        "security_options": ["no-new-privileges:true"],
+        "read_only": True,
+        "labels": dict(labels),
+    }
 
 
 def connect_from(source: str, gateway: str, port: int = GATEWAY_PORT) -> socket.socket | None:

@@ -14,7 +14,7 @@ import pytest
 
 from scenarios.engine import drill_addresses
 from scenarios.runtime.base import ClientAddresses
-from scenarios.runtime.edge import EdgeLayout, add_command, allocate, connect_from, peers
+from scenarios.runtime.edge import EdgeLayout, add_addresses_run, allocate, connect_from, peers
 from scenarios.schema import find, load_scenario
 
 
@@ -47,11 +47,11 @@ def test_running_out_of_client_addresses_is_one_clear_error() -> None:
 
 
 def test_the_address_helper_holds_only_net_admin() -> None:
-    cmd = add_command("alpine:3.20", "br-0123456789ab", ["172.31.250.128"], "x=y")
-    assert cmd[:4] == ["docker", "run", "--rm", "--network"]
-    assert cmd[cmd.index("--cap-drop") + 1] == "ALL"
-    assert cmd[cmd.index("--cap-add") + 1] == "NET_ADMIN"
-    assert cmd[-2:] == ["br-0123456789ab", "172.31.250.128"]
+    run = add_addresses_run("alpine:3.20", "br-0123456789ab", ["172.31.250.128"], {"x": "y"})
+    assert run["remove"] is True and run["networks"] == ["host"] and run["read_only"] is True
+    assert run["cap_drop"] == ["ALL"]
+    assert run["cap_add"] == ["NET_ADMIN"]
+    assert run["command"][-2:] == ["br-0123456789ab", "172.31.250.128"]
 
 
 def test_probe_tells_an_address_the_host_lacks_from_one_it_has() -> None:

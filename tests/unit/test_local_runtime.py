@@ -1,4 +1,4 @@
-"""The local runtime's pure pieces: settings, prometheus.yml, rules, logs, snapshots, checks.
+"""The local runtime's pure pieces: settings, prometheus.yml, rules, logs, checks.
 
 What needs a whole running platform lives in tests/e2e/test_lab_lifecycle.py.
 """
@@ -14,16 +14,14 @@ import subprocess
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
-import boto3
 import pytest
 import yaml
 
 from scenarios.config import REPO_ROOT, LabConfig
 from scenarios.runtime import current_runtime, get_runtime
 from scenarios.runtime.base import SERVICES, RuntimeError_
-from scenarios.runtime.local import LocalRuntime, _decode_item, _encode_item, _line_timestamp
+from scenarios.runtime.local import LocalRuntime, _line_timestamp
 from scenarios.runtime.promconfig import RULES, local_jobs, render_prometheus_config
 
 PROMTOOL = shutil.which("promtool") or "promtool"  # scripts/bootstrap.sh installs prometheus
@@ -222,74 +220,6 @@ def test_infra_log_timestamps() -> None:
     prom = 'ts=2026-11-25T08:17:19.500Z caller=main.go level=info msg="Server is ready"'
     assert _line_timestamp(prom) == datetime(2026, 11, 25, 8, 17, 19, 500000, tzinfo=UTC)
     assert _line_timestamp("127.0.0.1 - - GET /") is None
-
-
-def test_item_encoding_round_trips_binary() -> None:
-    item = {
-        "pk": {"S": "alice"},
-        "B": {"N": "1.50"},  # an attribute named like a type tag
-        "blob": {"B": b"\x00\xffraw"},
-        "set": {"BS": [b"a", b"b"]},
-        "nested": {"M": {"x": {"L": [{"B": b"z"}, {"S": "s"}]}}},
-    }
-    encoded = _encode_item(item)
-    assert json.loads(json.dumps(encoded)) == encoded
-    assert _decode_item(encoded) == item
-
-
-def test_dynamodb_snapshot_and_restore(config: LabConfig, dynamodb_endpoint: str) -> None:
-    """Against a real moto server: the sandbox's tables (and only those) survive a restart."""
-    port = urlparse(dynamodb_endpoint).port
-    prefix = "snap" + str(port)
-    state = {"host": "127.0.0.1", "ports": {"dynamodb": port}, "table_prefix": prefix}
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    table = f"{prefix}-orders"
-    client.create_table(
-        TableName=table,
-        KeySchema=[
-            {"AttributeName": "username", "KeyType": "HASH"},
-            {"AttributeName": "order_id", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "username", "AttributeType": "S"},
-            {"AttributeName": "order_id", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client.create_table(
-        TableName=f"other{port}-orders",
-        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    for i in range(60):  # more than one batch_write_item
-        client.put_item(
-            TableName=table,
-            Item={
-                "username": {"S": f"u{i % 3}"},
-                "order_id": {"S": f"o{i:03d}"},
-                "total": {"N": "10.25"},
-            },
-        )
-    config.ensure_dirs()
-    runtime = LocalRuntime(config)
-    path = config.data_dir / "dynamodb.json"
-    assert runtime._snapshot_dynamodb(state, path) == 60
-    doc = json.loads(path.read_text())
-    assert [t["name"] for t in doc["tables"]] == [table]
-    client.delete_table(TableName=table)
-    assert runtime._restore_dynamodb(state, path) == 60
-    items = client.scan(TableName=table)["Items"]
-    assert len(items) == 60
-    assert {"username": {"S": "u1"}, "order_id": {"S": "o001"}, "total": {"N": "10.25"}} in items
-    client.delete_table(TableName=table)
-    client.delete_table(TableName=f"other{port}-orders")
 
 
 def test_missing_binary_is_one_line_with_the_install_command(config: LabConfig) -> None:

@@ -11,6 +11,7 @@ Money and quantities use :class:`DecimalAttribute`: PynamoDB's ``NumberAttribute
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
@@ -209,9 +210,33 @@ def build_tables(settings: ServiceSettings) -> Tables:
     return Tables(connection=connection, **models)
 
 
-def ensure_tables(tables: Tables) -> None:
-    """Create missing tables; safe to run from every service at once."""
-    for model in tables.all():
+class TablesLost(RuntimeError):
+    """Some of the platform's tables exist and others do not: data was lost."""
+
+
+def ensure_tables(tables: Tables, *, settle_seconds: float = 10.0) -> None:
+    """Create the tables on a fresh DynamoDB; safe to run from every service at once.
+
+    A lost table is never recreated silently: when some tables exist and others are missing
+    (and stay missing while sibling services may still be creating them), the service refuses
+    to start, so a student sees "data was lost" instead of an empty table answering as if
+    nothing happened.
+    """
+    models = tables.all()
+    present = [model.exists() for model in models]
+    if any(present) and not all(present):
+        deadline = time.monotonic() + settle_seconds
+        while time.monotonic() < deadline and not all(present):
+            time.sleep(0.25)  # a sibling service may be creating them right now
+            present = [model.exists() for model in models]
+        if not all(present):
+            missing = [m.Meta.table_name for m, ok in zip(models, present, strict=True) if not ok]
+            log_event("tables_missing", logging.ERROR, tables=missing)
+            raise TablesLost(
+                f"DynamoDB lost the tables {', '.join(missing)} while the others exist; "
+                "refusing to recreate them empty (a fresh sandbox: `lab down`, `lab up`)"
+            )
+    for model in models:
         try:
             if model.exists():
                 # Tables made before a TTL attribute existed get it switched on too.
@@ -229,5 +254,7 @@ def ensure_tables(tables: Tables) -> None:
 
 
 def ping(tables: Tables) -> None:
-    """Raise if DynamoDB does not answer; used by readiness probes."""
-    tables.connection.list_tables(limit=1)
+    """Raise unless DynamoDB answers and holds every table (readiness): an endpoint that
+    answers but lost its tables is not ready, it would fail every request."""
+    for model in tables.all():
+        tables.connection.describe_table(model.Meta.table_name)

@@ -273,8 +273,7 @@ def reset() -> None:
     """Undo any drill's leftovers: faults, limiter/lock/block keys, paused, stopped and
     reconfigured services."""
     runtime = _runtime()
-    cleared = runtime.clear_faults()
-    console.print(f"cleared {cleared} fault flags", highlight=False)
+    # Components first: clearing faults and keys needs Redis, which a crash may have taken down.
     states = {s.name: s.state for s in runtime.status()}
     for name in [*INFRA, *SERVICES]:
         state = states.get(name)
@@ -284,6 +283,8 @@ def reset() -> None:
         elif state in ("stopped", "exited"):
             console.print(f"start {name}", highlight=False)
             runtime.start(name)
+    cleared = runtime.clear_faults()
+    console.print(f"cleared {cleared} fault flags", highlight=False)
     for name in SERVICES:
         console.print(f"{name}: default settings", highlight=False)
         runtime.reconfigure(name, None)

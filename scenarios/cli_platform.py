@@ -129,6 +129,16 @@ def status() -> None:
             row.url or "-",
         )
     console.print(table)
+    for row in rows:
+        if row.state == "exited":
+            code = "" if row.exit_code is None else f" with exit code {row.exit_code}"
+            console.print(
+                f"[red]{row.name} exited{code} without `lab` stopping it[/red] "
+                "(`lab reset` starts it again); the end of its log:",
+                highlight=False,
+            )
+            for line in row.last_lines or ("(empty log)",):
+                console.print(f"  {line}", markup=False, highlight=False)
     if not all(r.state == "running" and r.ready for r in rows):
         raise typer.Exit(1)
 

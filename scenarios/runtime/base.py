@@ -60,11 +60,17 @@ class ClientAddresses:
 
 @dataclass(frozen=True)
 class ComponentStatus:
+    """``exited`` means it ended without the lab stopping it (a crash, or a kill from outside);
+    then ``last_lines`` holds the end of its log and ``exit_code`` the code where known (the
+    local runtime knows it only for processes of the current ``lab`` command)."""
+
     name: str
     state: str  # running, paused, stopped, exited
     pid: int | None = None
     ready: bool | None = None
     url: str | None = None
+    exit_code: int | None = None
+    last_lines: tuple[str, ...] = ()
 
 
 class Runtime(abc.ABC):

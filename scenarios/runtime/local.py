@@ -6,14 +6,14 @@ and so Ctrl-C in the learner's terminal never takes the sandbox down by accident
 is recorded in ``state.json`` in the sandbox's home; every command reads it, so `lab down` in a
 new shell finds the processes `lab up` left in the background.
 
-moto keeps DynamoDB in memory. A real DynamoDB keeps its data through an outage, so stopping or
-killing the ``dynamodb`` component snapshots its tables first and starting it restores them;
-``lab up --persist`` uses the same snapshot format across `lab down`/`lab up`.
+moto keeps DynamoDB in memory. A real DynamoDB keeps its data through an outage, so our moto
+wrapper journals every acknowledged write to ``data/dynamodb.journal`` and replays it when it
+starts (:mod:`cnop.core.moto_server`): a ``kill -9`` from anywhere loses nothing, and
+``lab up --persist`` keeps the journal (and Redis's files) across `lab down`/`lab up`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from scenarios.config import LabConfig
 from scenarios.runtime.base import (
@@ -49,6 +50,7 @@ from scenarios.runtime.sandbox import SandboxLock, read_state
 
 COMPONENTS = (*INFRA, *SERVICES)
 STATE_VERSION = 1
+CRASH_TAIL_LINES = 5
 LOG_TAIL_LINES = 20
 START_TIMEOUT_SECONDS = 30.0
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
@@ -56,8 +58,9 @@ INSTALL_HINTS = {
     "redis": "sudo apt-get install -y redis-server",
     "prometheus": "sudo apt-get install -y prometheus",
 }
-DYNAMODB_SNAPSHOT = "dynamodb.json"
-DYNAMODB_RESTART_SNAPSHOT = "dynamodb-restart.json"
+DYNAMODB_JOURNAL = "dynamodb.journal"
+# Snapshots of earlier versions of the lab; a fresh sandbox removes them.
+OLD_DYNAMODB_SNAPSHOTS = ("dynamodb.json", "dynamodb-restart.json")
 
 _REDIS_TS = re.compile(r"^\d+:[A-Z] (\d{1,2} \w{3} \d{4} \d{2}:\d{2}:\d{2}\.\d{3})")
 _LOGFMT_TS = re.compile(r"\bts=(\S+)")
@@ -116,24 +119,16 @@ class LocalRuntime(Runtime):
             deadline = began + timeout
             phases: dict[str, float] = {}
             try:
-                # Without a snapshot to restore, services start together with Redis and moto:
-                # their imports take longer than moto's start-up. One that loses the race (its
-                # table bootstrap finds no DynamoDB) exits and is started once more.
-                early = [] if persist else list(SERVICES)
-                for name in [*INFRA, *early]:
+                # Services start together with Redis and moto: their imports take longer than
+                # moto's start-up (which replays the journal before it listens). One that loses
+                # the race (its table bootstrap finds no DynamoDB) exits and is started again.
+                for name in [*INFRA, *SERVICES]:
                     state["components"][name] = self._spawn(name, state, secret)
                 self._save_state(state)
                 self._wait_ready(["redis", "dynamodb"], state, deadline)
                 phases["infra_ready"] = time.monotonic() - began
-                if persist:
-                    restored = self._restore_dynamodb(state, cfg.data_dir / DYNAMODB_SNAPSHOT)
-                    state["restored_items"] = restored
-                    phases["restored"] = time.monotonic() - began
-                    for name in SERVICES:
-                        state["components"][name] = self._spawn(name, state, secret)
-                    self._save_state(state)
                 self._wait_ready(
-                    [*SERVICES, "prometheus"], state, deadline, respawn=set(early), secret=secret
+                    [*SERVICES, "prometheus"], state, deadline, respawn=set(SERVICES), secret=secret
                 )
                 phases["ready"] = time.monotonic() - began
                 state["startup_seconds"] = {k: round(v, 2) for k, v in phases.items()}
@@ -153,24 +148,10 @@ class LocalRuntime(Runtime):
             state = self._load_state()
             if state is None:
                 return
-            problem: str | None = None
             self._terminate(state, list(SERVICES))
-            if state.get("persist"):
-                try:
-                    self._resume_if_paused(state, "dynamodb")
-                    data = self.config.data_dir
-                    if self._pid_state(state, "dynamodb") is not None:
-                        self._snapshot_dynamodb(state, data / DYNAMODB_SNAPSHOT)
-                    elif (data / DYNAMODB_RESTART_SNAPSHOT).exists():
-                        # Stopped by a drill: its data waits in the restart snapshot.
-                        (data / DYNAMODB_RESTART_SNAPSHOT).replace(data / DYNAMODB_SNAPSHOT)
-                except Exception as exc:  # stop everything anyway, then report
-                    problem = f"stopped, but the DynamoDB snapshot failed: {exc}"
+            # The journal is on disk already: stopping moto loses nothing it acknowledged.
             self._terminate(state, ["prometheus", "dynamodb", "redis"])
             self.config.state_file.unlink(missing_ok=True)
-            (self.config.data_dir / DYNAMODB_RESTART_SNAPSHOT).unlink(missing_ok=True)
-            if problem:
-                raise RuntimeError_(problem)
 
     def is_up(self) -> bool:
         state = self._load_state()
@@ -186,8 +167,17 @@ class LocalRuntime(Runtime):
             proc = self._pid_state(state, name)
             url = self._component_url(state, name)
             if proc is None:
-                word = "stopped" if entry.get("stopped") or not entry else "exited"
-                return ComponentStatus(name=name, state=word, pid=None, ready=False, url=url)
+                if entry.get("stopped") or not entry:
+                    return ComponentStatus(name=name, state="stopped", ready=False, url=url)
+                child = self._children.get(entry.get("pid") or -1)
+                return ComponentStatus(
+                    name=name,
+                    state="exited",
+                    ready=False,
+                    url=url,
+                    exit_code=child.returncode if child is not None else None,
+                    last_lines=tuple(self._tail(name, CRASH_TAIL_LINES).splitlines()),
+                )
             if proc in ("T", "t"):
                 return ComponentStatus(name, "paused", entry.get("pid"), False, url)
             with httpx.Client(timeout=1.0) as client:
@@ -223,11 +213,6 @@ class LocalRuntime(Runtime):
                 state["components"][name] = self._spawn(name, state, secret)
                 self._save_state(state)
         self._wait_ready([name], state, time.monotonic() + START_TIMEOUT_SECONDS)
-        if name == "dynamodb":
-            snapshot = self.config.data_dir / DYNAMODB_RESTART_SNAPSHOT
-            if snapshot.exists():
-                self._restore_dynamodb(state, snapshot)
-                snapshot.unlink(missing_ok=True)
 
     def pause(self, name: str) -> None:
         self._send_running(name, signal.SIGSTOP)
@@ -371,8 +356,8 @@ class LocalRuntime(Runtime):
         for sub in ("redis", "prometheus"):
             shutil.rmtree(data / sub, ignore_errors=True)
         (data / "redis").mkdir(parents=True, exist_ok=True)
-        for snap in (DYNAMODB_SNAPSHOT, DYNAMODB_RESTART_SNAPSHOT):
-            (data / snap).unlink(missing_ok=True)
+        for name in (DYNAMODB_JOURNAL, *OLD_DYNAMODB_SNAPSHOTS):
+            (data / name).unlink(missing_ok=True)
 
     def _rotate_logs(self) -> None:
         for name in COMPONENTS:
@@ -426,7 +411,9 @@ class LocalRuntime(Runtime):
             return argv, env
         if name == "dynamodb":
             port = str(ports["dynamodb"])
-            return [sys.executable, "-m", "cnop.core.moto_server", "-H", host, "-p", port], env
+            journal = str(self.config.data_dir / DYNAMODB_JOURNAL)
+            argv = [sys.executable, "-m", "cnop.core.moto_server", "-H", host, "-p", port]
+            return [*argv, "--journal", journal], env
         if name == "prometheus":
             return [
                 binaries.get("prometheus", cfg.prometheus_bin),
@@ -477,7 +464,7 @@ class LocalRuntime(Runtime):
         self._children[proc.pid] = proc
         return {
             "pid": proc.pid,
-            "start_ticks": _start_ticks(proc.pid),
+            "created": _created(proc.pid),
             "started_at": _now_iso(),
             "stopped": False,
         }
@@ -487,7 +474,7 @@ class LocalRuntime(Runtime):
         entry = (state.get("components") or {}).get(name)
         if not entry or not entry.get("pid"):
             return None
-        return _proc_state(entry["pid"], entry.get("start_ticks"), self._children)
+        return _proc_state(entry["pid"], entry.get("created"), self._children)
 
     def _signal_group(self, state: dict[str, Any], name: str, sig: int) -> bool:
         if self._pid_state(state, name) is None:
@@ -531,10 +518,6 @@ class LocalRuntime(Runtime):
                 state["components"].setdefault(name, {})["stopped"] = True
                 self._save_state(state)
                 return
-            if name == "dynamodb":
-                self._resume_if_paused(state, name)
-                with contextlib.suppress(Exception):  # an unresponsive moto loses its data
-                    self._snapshot_dynamodb(state, self.config.data_dir / DYNAMODB_RESTART_SNAPSHOT)
             if hard:
                 self._signal_group(state, name, signal.SIGKILL)
                 self._signal_group(state, name, signal.SIGCONT)
@@ -653,141 +636,43 @@ class LocalRuntime(Runtime):
         finally:
             client.close()
 
-    def _dynamodb_client(self, state: dict[str, Any]) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "dynamodb",
-            endpoint_url=f"http://{state['host']}:{state['ports']['dynamodb']}",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto accepts anything
-            config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10),
-        )
-
-    def _snapshot_dynamodb(self, state: dict[str, Any], path: Path) -> int:
-        """Write every table of this sandbox (key schema + items) to ``path``; returns items."""
-        client = self._dynamodb_client(state)
-        prefix = f"{state['table_prefix']}-"
-        tables: list[dict[str, Any]] = []
-        count = 0
-        for page in client.get_paginator("list_tables").paginate():
-            for table in page.get("TableNames", []):
-                if not table.startswith(prefix):
-                    continue
-                desc = client.describe_table(TableName=table)["Table"]
-                items: list[dict[str, Any]] = []
-                for scan in client.get_paginator("scan").paginate(TableName=table):
-                    items.extend(_encode_item(i) for i in scan.get("Items", []))
-                count += len(items)
-                entry: dict[str, Any] = {
-                    "name": table,
-                    "key_schema": desc["KeySchema"],
-                    "attribute_definitions": desc["AttributeDefinitions"],
-                    "items": items,
-                }
-                for key, out in (
-                    ("GlobalSecondaryIndexes", "global_secondary_indexes"),
-                    ("LocalSecondaryIndexes", "local_secondary_indexes"),
-                ):
-                    if desc.get(key):
-                        entry[out] = [
-                            {k: ix[k] for k in ("IndexName", "KeySchema", "Projection")}
-                            for ix in desc[key]
-                        ]
-                tables.append(entry)
-        doc = {
-            "version": 1,
-            "created_at": _now_iso(),
-            "table_prefix": state["table_prefix"],
-            "tables": tables,
-        }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(path)
-        return count
-
-    def _restore_dynamodb(self, state: dict[str, Any], path: Path) -> int:
-        if not path.exists():
-            return 0
-        try:
-            doc = json.loads(path.read_text())
-        except ValueError as exc:
-            raise RuntimeError_(f"{path} is not a DynamoDB snapshot ({exc})") from exc
-        client = self._dynamodb_client(state)
-        existing = set(client.list_tables().get("TableNames", []))
-        count = 0
-        for table in doc.get("tables", []):
-            name = table["name"]
-            if name not in existing:
-                kwargs: dict[str, Any] = {
-                    "TableName": name,
-                    "KeySchema": table["key_schema"],
-                    "AttributeDefinitions": table["attribute_definitions"],
-                    "BillingMode": "PAY_PER_REQUEST",
-                }
-                if table.get("global_secondary_indexes"):
-                    kwargs["GlobalSecondaryIndexes"] = table["global_secondary_indexes"]
-                if table.get("local_secondary_indexes"):
-                    kwargs["LocalSecondaryIndexes"] = table["local_secondary_indexes"]
-                client.create_table(**kwargs)
-            items = [_decode_item(i) for i in table.get("items", [])]
-            for i in range(0, len(items), 25):
-                request = {name: [{"PutRequest": {"Item": it}} for it in items[i : i + 25]]}
-                for _ in range(10):
-                    unprocessed = client.batch_write_item(RequestItems=request).get(
-                        "UnprocessedItems"
-                    )
-                    if not unprocessed:
-                        break
-                    request = unprocessed
-                    time.sleep(0.05)
-            count += len(items)
-        return count
-
 
 # ==================================================================== helpers
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _read_stat(pid: int) -> list[str] | None:
+def _created(pid: int) -> float | None:
+    """The process's creation time: with the pid, it names one process, not a reused pid."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    # Fields after "(comm)"; comm itself may contain spaces and parentheses.
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def _start_ticks(pid: int) -> int | None:
-    fields = _read_stat(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
 
 
 def _proc_state(
-    pid: int, start_ticks: int | None, children: Mapping[int, subprocess.Popen[bytes]]
+    pid: int, created_at: float | None, children: Mapping[int, subprocess.Popen[bytes]]
 ) -> str | None:
+    """The state letter: "T" for a stopped (paused) process, "R" or "S" for a live one, None
+    when it is gone.
+
+    psutil reads the process table on Linux, macOS and the BSDs alike.
+    """
     child = children.get(pid)
     if child is not None and child.poll() is not None:
         return None  # our own child, exited (and now reaped)
-    if not Path("/proc").is_dir():  # no procfs (not Linux): best effort
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return "S"
-        return "S"
-    fields = _read_stat(pid)
-    if fields is None:
+    try:
+        proc = psutil.Process(pid)
+        created, status = proc.create_time(), proc.status()
+    except psutil.Error:
         return None
-    if start_ticks is not None and len(fields) > 19 and int(fields[19]) != start_ticks:
+    if created_at is not None and abs(created - float(created_at)) > 0.05:
         return None  # the pid was reused by an unrelated process
-    if fields[0] in ("Z", "X", "x"):
+    if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
         return None
-    return fields[0]
+    if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+        return "T"
+    return "R" if status == psutil.STATUS_RUNNING else "S"
 
 
 def _line_timestamp(line: str) -> datetime | None:
@@ -818,38 +703,3 @@ def _parse_iso(stamp: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _encode_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A DynamoDB wire-format item as JSON: binary values become base64 (``B64``/``BS64``)."""
-    return {name: _encode_av(av) for name, av in item.items()}
-
-
-def _encode_av(av: Mapping[str, Any]) -> dict[str, Any]:
-    ((tag, value),) = av.items()
-    if tag == "B":
-        return {"B64": base64.b64encode(value).decode()}
-    if tag == "BS":
-        return {"BS64": [base64.b64encode(b).decode() for b in value]}
-    if tag == "M":
-        return {"M": _encode_item(value)}
-    if tag == "L":
-        return {"L": [_encode_av(v) for v in value]}
-    return {tag: value}
-
-
-def _decode_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _decode_av(av) for name, av in item.items()}
-
-
-def _decode_av(av: Mapping[str, Any]) -> dict[str, Any]:
-    ((tag, value),) = av.items()
-    if tag == "B64":
-        return {"B": base64.b64decode(value)}
-    if tag == "BS64":
-        return {"BS": [base64.b64decode(b) for b in value]}
-    if tag == "M":
-        return {"M": _decode_item(value)}
-    if tag == "L":
-        return {"L": [_decode_av(v) for v in value]}
-    return {tag: value}

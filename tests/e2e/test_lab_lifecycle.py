@@ -6,6 +6,7 @@ sandbox already running on this machine (or the e2e session sandbox) is never to
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -273,10 +274,9 @@ def test_persist_round_trip(tmp_path_factory: pytest.TempPathFactory) -> None:
         with Redis.from_url(redis_url) as redis:
             redis.set("cnop:test:persisted", "yes")
         assert sandbox.lab("down").returncode == 0
-        assert (sandbox.home / "data" / "dynamodb.json").exists()
+        assert (sandbox.home / "data" / "dynamodb.journal").exists()
 
         up(sandbox, "--persist")
-        assert sandbox.state()["restored_items"] > 0
         assert _login(sandbox.gateway, username, password) == 200
         with Redis.from_url(redis_url) as redis:
             assert redis.get("cnop:test:persisted") == b"yes"
@@ -284,7 +284,9 @@ def test_persist_round_trip(tmp_path_factory: pytest.TempPathFactory) -> None:
 
         up(sandbox)  # without --persist: a fresh, empty platform
         assert _login(sandbox.gateway, username, password) == 401
-        assert not (sandbox.home / "data" / "dynamodb.json").exists()
+        journal = (sandbox.home / "data" / "dynamodb.journal").read_text().splitlines()
+        written = b"".join(base64.b64decode(json.loads(line)["body"]) for line in journal)
+        assert username.encode() not in written  # a new journal, not the old one
         with Redis.from_url(redis_url) as redis:
             assert redis.get("cnop:test:persisted") is None
     finally:
@@ -329,5 +331,40 @@ def test_revoked_tokens_stay_revoked_after_redis_crashes(
 
         answer = httpx.get(balance, headers=auth, timeout=10)
         assert answer.status_code == 401, answer.text
+    finally:
+        sandbox.lab("down")
+
+
+def test_reset_brings_back_components_that_crashed_outside_the_lab(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`kill -9` of Redis and of the DynamoDB stand-in from outside: `lab status` names the
+    crashes with the end of their logs; `lab reset` starts them before clearing state (which
+    needs Redis) instead of failing, and no account is lost."""
+    sandbox = make_box(tmp_path_factory, "crash", 19000)
+    try:
+        up(sandbox)
+        username, password = _register_and_login(sandbox.gateway)
+        pids = {name: sandbox.state()["components"][name]["pid"] for name in ("redis", "dynamodb")}
+        for pid in pids.values():
+            os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while not all(map(process_gone, pids.values())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        status = sandbox.lab("status")
+        assert status.returncode == 1
+        said = " ".join(status.stdout.split())
+        for name in pids:
+            assert f"{name} exited without `lab` stopping it" in said, status.stdout
+        assert "Ready to accept connections" in status.stdout  # the end of Redis's log
+
+        reset = sandbox.lab("reset")
+        assert reset.returncode == 0, reset.stdout + reset.stderr
+        assert "start redis" in reset.stdout and "start dynamodb" in reset.stdout
+        assert sandbox.lab("status").returncode == 0
+        ready = httpx.get(f"{sandbox.gateway}/health/ready", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert _login(sandbox.gateway, username, password) == 200
     finally:
         sandbox.lab("down")

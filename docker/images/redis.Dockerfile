@@ -6,7 +6,9 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
     && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+# /data as in the official image: the compose file keeps Redis's files there (a volume).
+RUN mkdir -p /data && chown redis:redis /data
 USER redis
-WORKDIR /var/lib/redis
+WORKDIR /data
 EXPOSE 6379
 CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no"]

@@ -59,6 +59,7 @@ from scenarios.runtime.sandbox import SandboxLock, read_state
 
 COMPONENTS = (*INFRA, *SERVICES)
 PROJECT_LABEL = "com.docker.compose.project"
+PERSISTENT_VOLUMES = ("redis-data", "dynamodb-data", "prometheus-data")
 SERVICE_LABEL = "com.docker.compose.service"
 T = TypeVar("T")
 STATE_VERSION = 1
@@ -141,11 +142,6 @@ class DockerRuntime(Runtime):
     # ================================================================ lifecycle
     def up(self, *, persist: bool = False, timeout: float = 60.0) -> Endpoints:
         cfg = self.config
-        if persist:
-            # moto keeps DynamoDB in memory and `down` removes the volumes: nothing would persist.
-            raise RuntimeError_(
-                "--persist is not supported by the docker runtime; use --runtime local"
-            )
         self._check_engine()
         with self._locked():
             old = self._read_state()
@@ -171,6 +167,8 @@ class DockerRuntime(Runtime):
             ports = {"gateway": cfg.port("gateway"), "prometheus": cfg.port("prometheus")}
             self._check_ports_free(ports)
             cfg.home.mkdir(parents=True, exist_ok=True)
+            if not persist:
+                self._remove_volumes(project)  # kept by an earlier `lab up --persist`
             for archive in (cfg.home / "logs").glob("docker-*.log"):
                 archive.unlink()  # a fresh sandbox: no log lines of an earlier one
             image_vars = self._image_vars()
@@ -210,7 +208,7 @@ class DockerRuntime(Runtime):
             except BaseException as exc:
                 reason = exc
                 with contextlib.suppress(Exception):
-                    self._compose_down()
+                    self._compose_down(volumes=not persist)  # a failed start keeps saved data
                 cfg.state_file.unlink(missing_ok=True)
                 if isinstance(reason, RuntimeError_):
                     raise
@@ -231,7 +229,7 @@ class DockerRuntime(Runtime):
                     "runtime"
                 )
             # Removing the edge network removes its bridge, and with it the client addresses.
-            self._compose_down(project=state.get("project"))
+            self._compose_down(project=state.get("project"), volumes=not state.get("persist"))
             self.config.state_file.unlink(missing_ok=True)
 
     def is_up(self) -> bool:
@@ -583,13 +581,21 @@ class DockerRuntime(Runtime):
             return f"the platform did not become ready: {', '.join(unhealthy)} failed{hint}"
         return f"docker compose up failed: {text}"
 
-    def _compose_down(self, project: str | None = None) -> None:
+    def _compose_down(self, project: str | None = None, *, volumes: bool = True) -> None:
+        """``volumes=False`` keeps Redis's files, the DynamoDB journal and Prometheus's data
+        for the next ``lab up --persist``."""
         self._engine(
             lambda d: d.compose.down(
-                volumes=True, remove_orphans=True, timeout=STOP_TIMEOUT_SECONDS, quiet=True
+                volumes=volumes, remove_orphans=True, timeout=STOP_TIMEOUT_SECONDS, quiet=True
             ),
             project=project,
         )
+
+    def _remove_volumes(self, project: str) -> None:
+        names = [f"{project}_{volume}" for volume in PERSISTENT_VOLUMES]
+        found = [n for n in names if self._engine(lambda d, n=n: d.volume.exists(n))]
+        if found:
+            self._engine(lambda d: d.volume.remove(found))
 
     def _write_env_file(
         self, ports: Mapping[str, int], image_vars: Mapping[str, str], edge: EdgeLayout

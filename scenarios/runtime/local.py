@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from scenarios.config import LabConfig
 from scenarios.runtime.base import (
     INFRA,
     SERVICES,
+    ClientAddresses,
     ComponentStatus,
     Endpoints,
     Runtime,
@@ -193,6 +194,18 @@ class LocalRuntime(Runtime):
             cfg = self.config
             state = {"host": cfg.host, "ports": cfg.ports()}
         return self._endpoints(state)
+
+    def client_addresses(self, drill_addresses: Collection[str]) -> ClientAddresses:
+        """Every loopback address reaches the gateway as it is, where the machine has it: Linux
+        routes all of 127.0.0.0/8 to lo, macOS and the BSDs only 127.0.0.1 unless aliased."""
+        missing = unbindable(drill_addresses)
+        if missing:
+            raise RuntimeError_(
+                f"this machine lacks the loopback address(es) {', '.join(missing)} the drill's "
+                "clients send from; add them (macOS, until the next reboot): "
+                f"for a in {' '.join(missing)}; do sudo ifconfig lo0 alias $a up; done"
+            )
+        return ClientAddresses(gateway=self.endpoints().gateway)
 
     # ================================================================ process faults
     def kill(self, name: str) -> None:
@@ -703,3 +716,15 @@ def _parse_iso(stamp: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def unbindable(addresses: Iterable[str]) -> list[str]:
+    """The addresses a client socket cannot bind here, in order."""
+    missing = []
+    for address in dict.fromkeys(addresses):
+        with socket.socket() as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError:
+                missing.append(address)
+    return missing

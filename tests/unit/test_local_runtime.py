@@ -21,7 +21,7 @@ import yaml
 from scenarios.config import REPO_ROOT, LabConfig
 from scenarios.runtime import current_runtime, get_runtime
 from scenarios.runtime.base import SERVICES, RuntimeError_
-from scenarios.runtime.local import LocalRuntime, _line_timestamp
+from scenarios.runtime.local import LocalRuntime, _line_timestamp, unbindable
 from scenarios.runtime.promconfig import RULES, local_jobs, render_prometheus_config
 
 PROMTOOL = shutil.which("promtool") or "promtool"  # scripts/bootstrap.sh installs prometheus
@@ -274,3 +274,14 @@ def test_get_and_current_runtime(config: LabConfig) -> None:
     config.state_file.write_text("{not json")
     with pytest.raises(RuntimeError_, match="unreadable"):
         current_runtime(config)
+
+
+def test_a_missing_loopback_alias_is_one_line_naming_the_fix(config: LabConfig) -> None:
+    """macOS has only 127.0.0.1 on lo0: the drill says which aliases to add, in one line."""
+    assert unbindable(["127.0.0.1", "127.0.0.21", "127.0.0.1"]) == []
+    assert unbindable(["127.0.0.1", "192.0.2.7"]) == ["192.0.2.7"]  # TEST-NET: never local
+    with pytest.raises(RuntimeError_) as info:
+        LocalRuntime(config).client_addresses(["127.0.0.21", "192.0.2.7"])
+    message = str(info.value)
+    assert "\n" not in message
+    assert "for a in 192.0.2.7; do sudo ifconfig lo0 alias $a up; done" in message

@@ -145,7 +145,7 @@ def test_a_lost_table_fails_readiness_and_is_not_recreated(dynamodb_endpoint: st
     ping(tables)
     first = tables.all()[0]
     first.delete_table()
-    with pytest.raises(Exception, match="not"):
+    with pytest.raises(TablesLost, match=first.Meta.table_name):
         ping(tables)
     with pytest.raises(TablesLost, match=first.Meta.table_name):
         ensure_tables(tables, settle_seconds=0.5)

@@ -255,6 +255,20 @@ def ensure_tables(tables: Tables, *, settle_seconds: float = 10.0) -> None:
 
 def ping(tables: Tables) -> None:
     """Raise unless DynamoDB answers and holds every table (readiness): an endpoint that
-    answers but lost its tables is not ready, it would fail every request."""
-    for model in tables.all():
-        tables.connection.describe_table(model.Meta.table_name)
+    answers but lost its tables is not ready, it would fail every request.
+
+    ListTables pages (one, in a sandbox), not one DescribeTable per table: a probe must stay
+    cheap on a busy, serialised endpoint.
+    """
+    wanted = {model.Meta.table_name for model in tables.all()}
+    found: set[str] = set()
+    start: str | None = None
+    while True:
+        page = tables.connection.list_tables(exclusive_start_table_name=start, limit=100)
+        found.update(page.get("TableNames", []))
+        start = page.get("LastEvaluatedTableName")
+        if wanted <= found or not start:
+            break
+    missing = wanted - found
+    if missing:
+        raise TablesLost(f"DynamoDB lacks the tables {', '.join(sorted(missing))}")

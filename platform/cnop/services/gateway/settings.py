@@ -26,7 +26,7 @@ class Settings(ServiceSettings):
     # Connections per upstream: also a bulkhead (a hung upstream holds at most this many; the
     # rest wait up to the pool wait for one). Small on purpose: httpcore scans its whole pool on
     # every request, and 100 connections cost the gateway a third of its throughput here
-    # (bench/throughput.py: 262 req/s at 100, 401 req/s at 16, on 2 cores). Yet more than one
+    # (lab bench: 262 req/s at 100, 401 req/s at 16, on 2 cores). Yet more than one
     # user's in-flight cap (20): one user alone must not be able to fill an upstream's pool.
     upstream_max_connections: int = Field(default=24, ge=1)
     # Longest wait for one of those connections, within the attempt's deadline; past it the

@@ -186,3 +186,24 @@ def test_an_unknown_flaw_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.Mo
         assert result.exit_code == 2, (args, result.output)
     result = CliRunner().invoke(app, ["flaw", "on", "bolla"])
     assert "did you mean bola?" in result.output
+
+
+def test_the_docker_runtime_gives_each_container_its_flaw_settings(tmp_path: Path) -> None:
+    """Between the sandbox's settings and a reconfigure's, as in the local runtime."""
+    import yaml
+
+    from scenarios.runtime.docker import DockerRuntime
+
+    config = LabConfig(home=tmp_path / "lab", service_env={"CNOP_LOG_LEVEL": "DEBUG"})
+    config.home.mkdir(parents=True)
+    runtime = DockerRuntime(config, project="flawtest")
+    runtime._write_override(
+        {
+            "flaws": flaw_layer(["missing-headers"]),
+            "overrides": {"user": {"CNOP_SECURITY_HEADERS_ENABLED": "true"}},
+        }
+    )
+    services = yaml.safe_load(runtime.override_file.read_text())["services"]
+    assert services["gateway"]["environment"]["CNOP_SECURITY_HEADERS_ENABLED"] == "false"
+    assert services["gateway"]["environment"]["CNOP_LOG_LEVEL"] == "DEBUG"
+    assert services["user"]["environment"]["CNOP_SECURITY_HEADERS_ENABLED"] == "true"

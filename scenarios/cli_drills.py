@@ -271,7 +271,7 @@ def report(
 
 def reset() -> None:
     """Undo any drill's leftovers: faults, limiter/lock/block keys, paused, stopped and
-    reconfigured services."""
+    reconfigured services, and every flaw switched on."""
     runtime = _runtime()
     # Components first: clearing faults and keys needs Redis, which a crash may have taken down.
     states = {s.name: s.state for s in runtime.status()}
@@ -285,6 +285,10 @@ def reset() -> None:
             runtime.start(name)
     cleared = runtime.clear_faults()
     console.print(f"cleared {cleared} fault flags", highlight=False)
+    flawed = sorted(runtime.flaws_in_force())
+    if flawed:
+        console.print(f"flaws off: {', '.join(flawed)}", highlight=False)
+        runtime.set_flaws({})
     for name in SERVICES:
         console.print(f"{name}: default settings", highlight=False)
         runtime.reconfigure(name, None)

@@ -41,10 +41,13 @@ from scenarios.runtime.base import (
     ClientAddresses,
     ComponentStatus,
     Endpoints,
+    FlawLayer,
     Runtime,
     RuntimeError_,
     fault_flag_key,
     fault_flag_pattern,
+    flaw_env,
+    normalise_flaws,
 )
 from scenarios.runtime.edge import (
     MASQUERADED_NOTE,
@@ -140,8 +143,11 @@ class DockerRuntime(Runtime):
         return all(images.image_exists(image) for image in wanted)
 
     # ================================================================ lifecycle
-    def up(self, *, persist: bool = False, timeout: float = 60.0) -> Endpoints:
+    def up(
+        self, *, persist: bool = False, timeout: float = 60.0, flaws: FlawLayer | None = None
+    ) -> Endpoints:
         cfg = self.config
+        wanted_flaws = normalise_flaws(flaws or {})
         self._check_engine()
         with self._locked():
             old = self._read_state()
@@ -187,6 +193,7 @@ class DockerRuntime(Runtime):
                 "edge_subnet": edge_subnet,
                 "clients": {},  # drill address -> its address on the edge network
                 "overrides": {},
+                "flaws": wanted_flaws,  # security/flaws.yaml, switched on at start
             }
             self._write_override(state)
             self._save_state(state)  # early, so `lab down` cleans up a half-started project
@@ -416,18 +423,40 @@ class DockerRuntime(Runtime):
             # Recreating drops the old container's log; graders read events from before too.
             self._archive_logs(name)
             # Recreate only this service with its new environment; its dependencies stay up.
-            self._engine(
-                lambda d: d.compose.up(
-                    services=[name],
-                    detach=True,
-                    dependencies=False,
-                    no_build=True,
-                    force_recreate=True,
-                    wait=True,
-                    wait_timeout=int(START_TIMEOUT_SECONDS),
-                    quiet=True,
-                )
+            self._recreate([name])
+
+    def _recreate(self, services: list[str]) -> None:
+        """Recreate these services with their current environment; dependencies stay up."""
+        self._engine(
+            lambda d: d.compose.up(
+                services=services,
+                detach=True,
+                dependencies=False,
+                no_build=True,
+                force_recreate=True,
+                wait=True,
+                wait_timeout=int(START_TIMEOUT_SECONDS),
+                quiet=True,
             )
+        )
+
+    def set_flaws(self, flaws: FlawLayer) -> list[str]:
+        wanted = normalise_flaws(flaws)
+        with self._locked():
+            state = self._require_state()
+            before = flaw_env(state.get("flaws") or {})
+            state["flaws"] = wanted
+            after = flaw_env(wanted)
+            changed = [s for s in SERVICES if before.get(s, {}) != after.get(s, {})]
+            self._write_override(state)
+            self._save_state(state)
+            if not changed:
+                return []
+            for name in changed:
+                self._archive_logs(name)
+            # Recreate only those services, together, with their new environment.
+            self._recreate(changed)
+        return changed
 
     # ================================================================ fault flags / Redis
     def set_fault(
@@ -626,9 +655,11 @@ class DockerRuntime(Runtime):
         cfg = self.config
         common = {"CNOP_CORS_ORIGINS": json.dumps(cfg.cors_origins), **cfg.service_env}
         overrides: Mapping[str, Mapping[str, str]] = state.get("overrides") or {}
+        flawed = flaw_env(state.get("flaws") or {})
         services: dict[str, Any] = {}
         for name in SERVICES:
             env = dict(common)
+            env.update(flawed.get(name, {}))
             env.update(overrides.get(name, {}))
             services[name] = {"environment": env}
         text = "# Written by the lab's Docker runtime; regenerated on every change.\n"

@@ -65,9 +65,43 @@ def query(
         bool, typer.Option("--points", help="with --range: every point, not a summary")
     ] = False,
     as_json: JsonOption = False,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch",
+            min=0.5,
+            help="run it again every SECONDS, like `watch` (Ctrl-C stops); Prometheus "
+            "scrapes every second",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="with --watch: stop after N refreshes")
+    ] = None,
 ) -> None:
     """Run PromQL against the sandbox's Prometheus and print the series as a table."""
+    if watch is not None and as_json:
+        raise UsageError("--watch redraws a table; use --json without it")
     url = _prometheus_url()
+    if watch is None:
+        _query_once(url, promql, range_, step, points, as_json)
+        return
+    shown = 0
+    try:
+        while count is None or shown < count:
+            if shown:
+                time.sleep(watch)
+            console.clear()
+            stamp = time.strftime("%H:%M:%S")
+            console.print(f"every {watch:g}s, {stamp} (Ctrl-C stops)", highlight=False)
+            _query_once(url, promql, range_, step, points, False)
+            shown += 1
+    except KeyboardInterrupt:
+        return
+
+
+def _query_once(
+    url: str, promql: str, range_: str | None, step: float | None, points: bool, as_json: bool
+) -> None:
     seconds = _range_seconds(range_) if range_ else None
     try:
         with Prometheus(url, timeout=15.0) as prom:

@@ -123,7 +123,7 @@ class LabGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         argv = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        command = next((a for a in argv if not a.startswith("-")), "lab")
+        command = self._command_name(argv)
         try:
             return super().invoke(ctx)
         except LabError as exc:
@@ -139,6 +139,16 @@ class LabGroup(TyperGroup):
                 raise
             message = f"internal error: {type(exc).__name__}: {exc} (CNOP_LAB_DEBUG=1 shows more)"
             self._fail(command, argv, message, EXIT_UNAVAILABLE)
+
+    def _command_name(self, argv: Sequence[str]) -> str:
+        """``run``, or ``assignment new`` for a command of a sub-group (as --json names it)."""
+        words = [a for a in argv if not a.startswith("-")]
+        if not words:
+            return "lab"
+        group = self.commands.get(words[0])
+        if isinstance(group, TyperGroup) and len(words) > 1:
+            return f"{words[0]} {words[1]}"
+        return words[0]
 
     @staticmethod
     def _fail(command: str, argv: Sequence[str], message: str, code: int) -> NoReturn:

@@ -70,6 +70,7 @@ def _one_error_line(out: Any) -> str:
         (["logs", "gateway", "--since", "yesterday"], "give a duration"),
         (["up", "--runtime", "lcoal"], "did you mean 'local'?"),
         (["report", "no-such-run"], "holds no result.json"),
+        (["query", "up", "--watch", "1", "--json"], "use --json without it"),
         (["assignment", "new", "w1", "--scenario", "order-rac"], "did you mean 'order-race'?"),
     ],
 )

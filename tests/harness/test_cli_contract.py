@@ -310,3 +310,33 @@ def test_a_sub_commands_json_error_names_group_and_command(home: Path) -> None:
     out = _lab("assignment", "new", "w1", "--scenario", "nope", "--json")
     assert out.exit_code == EXIT_USAGE
     assert json.loads(out.stdout)["command"] == "assignment new"
+
+
+# --- every command keeps the contract (also the ones added later) ----------------------------
+
+PRINTS_ITS_OWN_FORMAT = {"logs"}  # the services' JSON lines already
+
+
+def _commands() -> dict[str, Any]:
+    from typer.core import TyperGroup
+
+    found: dict[str, Any] = {}
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup):
+            for sub, inner in command.commands.items():
+                found[f"{name} {sub}"] = inner
+        else:
+            found[name] = command
+    return found
+
+
+def test_every_command_that_prints_has_json_and_is_documented() -> None:
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    for name, command in _commands().items():
+        if name in PRINTS_ITS_OWN_FORMAT:
+            continue
+        options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        assert "--json" in options, f"`lab {name}` has no --json"
+        assert f"`lab {name}" in documented, f"docs/cli.md does not document `lab {name} --json`"

@@ -71,6 +71,7 @@ def _one_error_line(out: Any) -> str:
         (["up", "--runtime", "lcoal"], "did you mean 'local'?"),
         (["report", "no-such-run"], "holds no result.json"),
         (["query", "up", "--watch", "1", "--json"], "use --json without it"),
+        (["submit", "no-such-run"], "no --assignment given"),
         (["assignment", "new", "w1", "--scenario", "order-rac"], "did you mean 'order-race'?"),
     ],
 )
@@ -148,6 +149,19 @@ def test_the_installed_lab_command_exits_with_the_same_codes(home: Path) -> None
     assert code("status") == EXIT_UNAVAILABLE
     assert code("run", "uptream-outage") == EXIT_USAGE
     assert code("run", "order-race", "--nope") == EXIT_USAGE
+
+
+def test_images_without_docker_exits_3(home: Path) -> None:
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "CNOP_LAB_HOME": str(home / "lab-home"),
+        "HOME": str(home),
+    }
+    done = subprocess.run(
+        [LAB, "images", "--json"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert "docker is not installed" in json.loads(done.stdout)["error"]
 
 
 def test_an_unexpected_error_is_exit_3_and_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

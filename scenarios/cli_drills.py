@@ -483,8 +483,7 @@ def reset(as_json: JsonOption = False) -> None:
     reconfigured services."""
     runtime = _runtime()
     say = _progress(as_json)
-    cleared = runtime.clear_faults()
-    say(f"cleared {cleared} fault flags")
+    # Components first: clearing faults and keys needs Redis, which a crash may have taken down.
     states = {s.name: s.state for s in runtime.status()}
     resumed: list[str] = []
     started: list[str] = []
@@ -498,6 +497,8 @@ def reset(as_json: JsonOption = False) -> None:
             say(f"start {name}")
             runtime.start(name)
             started.append(name)
+    cleared = runtime.clear_faults()
+    say(f"cleared {cleared} fault flags")
     for name in SERVICES:
         say(f"{name}: default settings")
         runtime.reconfigure(name, None)

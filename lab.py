@@ -2,20 +2,20 @@
 
 A thin Typer app: each area registers its commands from its own module, so the platform commands,
 the drills and the image builder evolve separately. A module that is not installed (yet) is
-skipped, never fatal. User errors print one line on stderr and exit non-zero; set
-``CNOP_LAB_DEBUG=1`` to see a traceback for an unexpected error.
+skipped, never fatal. Errors print one line on stderr and exit with a code an autograder can
+tell apart (0 passed, 1 graded and failed, 2 usage error, 3 could not run or grade; see
+:mod:`scenarios.cli_support` and docs/cli.md); set ``CNOP_LAB_DEBUG=1`` to see a traceback for
+an unexpected error.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-from typing import Any
 
 import typer
 
-from scenarios.runtime.base import RuntimeError_
+from scenarios.cli_support import LabGroup
 
 COMMAND_MODULES = (
     "scenarios.cli_platform",
@@ -28,30 +28,12 @@ COMMAND_MODULES = (
 )
 
 
-class LabApp(typer.Typer):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().__call__(*args, **kwargs)
-        except RuntimeError_ as exc:
-            _fail(str(exc), 1)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except Exception as exc:
-            if os.environ.get("CNOP_LAB_DEBUG"):
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (CNOP_LAB_DEBUG=1 shows more)", 1)
-
-
-def _fail(message: str, code: int) -> None:
-    print(f"lab: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-app = LabApp(
+app = typer.Typer(
+    cls=LabGroup,
     name="lab",
     help="CNOP Lab: run the trading platform, attack it, break it, and grade how it holds up.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
 )
 

@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from grader import svg
+from grader.compare import SelftestComparison
 from grader.model import Chart, CheckResult, Phase, RunResult
 from grader.prometheus import to_epoch
 
@@ -261,12 +262,14 @@ def render_index(
     out_dir: Path,
     *,
     expectations: Sequence[Expectation] | None = None,
+    comparison: SelftestComparison | None = None,
 ) -> None:
     """index.html and index.md for a drill of several scenarios; ``results`` pairs each run
     folder with its result, and links are relative so the folder can be moved or archived.
 
     With ``expectations`` (one per result) the page is a selftest's: its verdict is whether
-    every run did what the selftest expected of it, not whether every run passed."""
+    every run did what the selftest expected of it, not whether every run passed; with
+    ``comparison`` it also shows, check by check, what the weakened run flipped."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if expectations is not None and len(expectations) != len(results):
@@ -303,6 +306,7 @@ def render_index(
         "verdict": "PASS" if rows and all(r["met"] for r in rows) else "FAIL",
         "duration": duration_text(sum(r.duration_s for _, r in results)),
         "generated": _when(max((r.finished_at for _, r in results), default=datetime.now())),
+        "comparison": comparison.view() if comparison is not None else None,
     }
     env = _environment()
     _write(out_dir / "index.html", env.get_template("index.html.j2").render(**view))

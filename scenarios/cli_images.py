@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scenarios import images
+from scenarios.cli_support import EXIT_OK, JsonOption, finish
 from scenarios.config import LabConfig
 
 console = Console()
@@ -35,13 +36,15 @@ def images_command(
     force: Annotated[
         bool, typer.Option("--force", help="rebuild images that already exist")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Build the Docker images of the platform (`lab up --runtime docker` uses them)."""
     config = LabConfig()
     began = time.perf_counter()
+    shown = Console(stderr=True) if as_json else console
     if offline:
         steps, env_path = images.build_offline_images(
-            config.home, force=force, log=lambda line: console.print(f"[dim]{line}[/dim]")
+            config.home, force=force, log=lambda line: shown.print(f"[dim]{line}[/dim]")
         )
     else:
         images.docker_available()
@@ -53,11 +56,18 @@ def images_command(
             images.ensure_app_image(
                 values["CNOP_IMAGE"],
                 values["PYTHON_BASE_IMAGE"],
-                log=lambda line: console.print(f"[dim]{line}[/dim]"),
+                log=lambda line: shown.print(f"[dim]{line}[/dim]"),
                 log_file=log_file,
             )
         ]
     total = time.perf_counter() - began
+    if as_json:
+        built = [
+            {"image": s.image, "built": s.built, "note": s.note, "seconds": round(s.seconds, 3)}
+            for s in steps
+        ]
+        env_file = str(env_path) if offline else None
+        finish("images", EXIT_OK, True, images=built, seconds=round(total, 3), env_file=env_file)
     table = Table(header_style="bold")
     table.add_column("image")
     table.add_column("result")

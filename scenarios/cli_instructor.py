@@ -3,7 +3,8 @@
 Thin faces over :mod:`grader.assignments`, :mod:`grader.bundles` and :mod:`grader.gradebook`.
 Usage errors print one line and exit 2; ``lab grade`` exits 3 when it could not grade (no
 bundle found, an assigned scenario missing from this checkout), 0 when it wrote a gradebook
-(unverifiable bundles are listed in it, not fatal).
+of verified bundles, 1 when it wrote one in which some bundle is unverifiable (listed in it,
+not fatal). ``--json`` shapes: docs/cli.md.
 docs/instructors.md walks through all three.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -32,6 +32,15 @@ from grader.assignments import (
 from grader.bundles import BundleError, make_bundle, verify_bundle
 from grader.gradebook import grade_bundle, write_gradebook
 from grader.model import CheckSpec
+from scenarios.cli_support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JsonOption,
+    Unavailable,
+    UsageError,
+    finish,
+)
 from scenarios.provenance import file_sha256
 from scenarios.schema import ScenarioError, available, find, load_scenario
 
@@ -45,9 +54,8 @@ def register(app: typer.Typer) -> None:
     app.command("grade")(grade)
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    print(f"lab: {message}", file=sys.stderr)
-    raise typer.Exit(code)
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    raise (UsageError if code == EXIT_USAGE else Unavailable)(message)
 
 
 def _due(text: str | None) -> datetime | None:
@@ -98,6 +106,7 @@ def assignment_new(
     due: Annotated[str | None, typer.Option(help="ISO date or date-time (UTC)")] = None,
     hint_cost: Annotated[int, typer.Option(min=0, help="points a hint costs")] = 0,
     out: Annotated[Path, typer.Option(help="folder for the two files")] = Path("."),
+    as_json: JsonOption = False,
 ) -> None:
     """Write an assignment for students and, apart, its secret key for the instructor."""
     names = list(dict.fromkeys(scenario))
@@ -118,6 +127,16 @@ def assignment_new(
         public, private = write_assignment(assignment, key, out)
     except (ScenarioError, AssignmentError) as exc:
         _fail(str(exc))
+    if as_json:
+        finish(
+            "assignment new",
+            EXIT_OK,
+            True,
+            name=assignment.name,
+            key_id=assignment.key_id,
+            assignment=str(public),
+            key=str(private),
+        )
     print(f"assignment {assignment.name} (key id {assignment.key_id})")
     print(f"  for students:       {public}  (hand it out: names the drills, signs the runs)")
     print(f"  for the instructor: {private}  (mode 0600, keep it secret: `lab grade` needs it)")
@@ -149,6 +168,7 @@ def submit(
         Path | None, typer.Option(help="the assignment file (default: found in this folder)")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="bundle file (default STUDENT-NAME.zip)")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Pack your runs for an assignment into one signed bundle to hand in."""
     path = assignment or _find_assignment(run_dirs)
@@ -163,6 +183,16 @@ def submit(
         final = written.with_name(f"{student}-{loaded.name}.zip")
         written.replace(final)
         written = final
+    if as_json:
+        finish(
+            "submit",
+            EXIT_OK,
+            True,
+            bundle=str(written),
+            student=student,
+            assignment=loaded.name,
+            runs=len(run_dirs),
+        )
     print(f"bundle {written}: {len(run_dirs)} run(s) of {student} for {loaded.name}; hand it in")
 
 
@@ -203,6 +233,7 @@ def grade(
     assignment: Annotated[Path, typer.Option(help="the assignment file")],
     key: Annotated[Path, typer.Option(help="the instructor's key file")],
     out: Annotated[Path, typer.Option(help="folder for the gradebook")] = Path("gradebook"),
+    as_json: JsonOption = False,
 ) -> None:
     """Verify every bundle, grade each check again from its evidence, write the gradebook."""
     try:
@@ -229,6 +260,30 @@ def grade(
             g.flags.append(f"also handed in {', '.join(older)}; graded {g.bundle}")
     written = write_gradebook(chosen, loaded, specs, out)
     unverifiable = [g for g in chosen if not g.verified]
+    code = EXIT_FAILED if unverifiable else EXIT_OK
+    if as_json:
+        finish(
+            "grade",
+            code,
+            True,
+            assignment=loaded.name,
+            files={label: str(path) for label, path in written.items()},
+            students=[
+                {
+                    "student": g.student,
+                    "bundle": g.bundle,
+                    "verified": g.verified,
+                    "late": g.late,
+                    "score": g.score,
+                    "max_score": sum(c.result.max_points for c in g.checks.values()),
+                    "failed_checks": [k for k, c in g.checks.items() if not c.result.passed],
+                    "regraded": g.regraded,
+                    "problems": g.problems,
+                    "flags": g.flags,
+                }
+                for g in chosen
+            ],
+        )
     print(
         f"graded {len(chosen) - len(unverifiable)} of {len(chosen)} students "
         f"({len(unverifiable)} unverifiable) for {loaded.name}"
@@ -237,3 +292,4 @@ def grade(
         print(f"  unverifiable: {g.student}: {'; '.join(g.problems)}")
     for label, path in written.items():
         print(f"  {label:8} {path}")
+    raise typer.Exit(code)

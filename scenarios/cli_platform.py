@@ -1,8 +1,9 @@
 """`lab up/down/status/logs/walkthrough`: start, inspect and try out a sandbox.
 
 Commands act on the sandbox in ``CNOP_LAB_HOME`` (default ``./.lab``); after `lab up` the runtime
-is recorded there, so the other commands need no ``--runtime``. User errors surface as
-:class:`RuntimeError_` and lab.py turns them into one line on stderr.
+is recorded there, so the other commands need no ``--runtime``. A usage error raises
+:class:`UsageError` (exit 2), a platform that cannot answer :class:`RuntimeError_` (exit 3);
+lab.py turns them into one line on stderr. ``--json`` shapes: docs/cli.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import secrets
 import sys
 import time
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -23,6 +25,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scenarios.cli_support import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Failed,
+    JsonOption,
+    UsageError,
+    finish,
+    unknown_name,
+)
 from scenarios.config import LabConfig
 from scenarios.runtime import RUNTIMES, current_runtime, get_runtime
 from scenarios.runtime.base import INFRA, SERVICES, Runtime, RuntimeError_
@@ -39,6 +50,11 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("logs")(logs)
     app.command("walkthrough")(walkthrough)
+
+
+def _spinner(text: str, quiet: bool) -> AbstractContextManager[object]:
+    """A spinner on the terminal; none under ``--json`` (stdout holds only the object)."""
+    return nullcontext() if quiet else console.status(text)
 
 
 def _running(config: LabConfig) -> Runtime:
@@ -66,6 +82,7 @@ def up(
         list[str] | None,
         typer.Option("--flaw", help="switch this flaw on from the start (repeatable; `lab flaws`)"),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Start the platform in the background and print its URLs."""
     from scenarios.cli_flaws import check_names  # the flaw catalogue is optional to `lab up`
@@ -77,7 +94,7 @@ def up(
         config = config.model_copy(update={"port_offset": port_offset})
     name = runtime or config.runtime
     if name not in RUNTIMES:
-        raise RuntimeError_(f"unknown runtime {name!r}; one of: {', '.join(RUNTIMES)}")
+        raise UsageError(unknown_name("runtime", name, list(RUNTIMES)))
     existing = current_runtime(config)
     if existing is not None and existing.is_up():
         raise RuntimeError_(
@@ -86,9 +103,25 @@ def up(
         )
     chosen = get_runtime(name, config)
     started = time.perf_counter()
-    with console.status(f"starting the platform ({chosen.name} runtime)..."):
+    with _spinner(f"starting the platform ({chosen.name} runtime)...", as_json):
         endpoints = chosen.up(persist=persist, timeout=timeout, flaws=flaws)
     elapsed = time.perf_counter() - started
+    if as_json:
+        finish(
+            "up",
+            EXIT_OK,
+            True,
+            runtime=chosen.name,
+            sandbox=str(config.home),
+            persist=persist,
+            seconds=round(elapsed, 3),
+            endpoints={
+                "gateway": endpoints.gateway,
+                "prometheus": endpoints.prometheus,
+                "redis": endpoints.redis,
+                "services": dict(endpoints.services),
+            },
+        )
     console.print(
         f"[green]ready[/green] in {elapsed:.1f} s ({chosen.name} runtime"
         f"{', persistent' if persist else ''}; sandbox {config.home})"
@@ -111,23 +144,48 @@ def up(
     console.print("next: `lab walkthrough`, `lab status`, `lab logs gateway`; `lab down` stops it")
 
 
-def down() -> None:
+def down(as_json: JsonOption = False) -> None:
     """Stop every process or container of the sandbox."""
     config = LabConfig()
     runtime = current_runtime(config)
     if runtime is None:
-        console.print(f"the platform is not running (sandbox {config.home})")
-        return
-    with console.status("stopping the platform..."):
+        if not as_json:
+            console.print(f"the platform is not running (sandbox {config.home})")
+        finish("down", EXIT_OK, as_json, stopped=False, runtime=None, sandbox=str(config.home))
+    with _spinner("stopping the platform...", as_json):
         runtime.down()
-    console.print(f"[green]stopped[/green] ({runtime.name} runtime; sandbox {config.home})")
+    if not as_json:
+        console.print(f"[green]stopped[/green] ({runtime.name} runtime; sandbox {config.home})")
+    finish("down", EXIT_OK, as_json, stopped=True, runtime=runtime.name, sandbox=str(config.home))
 
 
-def status() -> None:
+def status(as_json: JsonOption = False) -> None:
     """Show every component: state, pid, readiness, URL. Exit 1 unless all are ready."""
     config = LabConfig()
     runtime = _running(config)
     rows = runtime.status()
+    code = EXIT_OK if all(r.state == "running" and r.ready for r in rows) else EXIT_FAILED
+    if as_json:
+        components = [
+            {
+                "name": r.name,
+                "state": r.state,
+                "pid": r.pid,
+                "ready": r.ready,
+                "url": r.url,
+                "exit_code": r.exit_code,
+                "last_lines": list(r.last_lines),
+            }
+            for r in rows
+        ]
+        finish(
+            "status",
+            code,
+            True,
+            runtime=runtime.name,
+            sandbox=str(config.home),
+            components=components,
+        )
     table = Table(title=f"{runtime.name} runtime, sandbox {config.home}", header_style="bold")
     for column in ("component", "state", "pid", "ready", "url"):
         table.add_column(column)
@@ -153,8 +211,7 @@ def status() -> None:
             )
             for line in row.last_lines or ("(empty log)",):
                 console.print(f"  {line}", markup=False, highlight=False)
-    if not all(r.state == "running" and r.ready for r in rows):
-        raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 # ==================================================================== logs
@@ -173,14 +230,20 @@ def parse_since(text: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise RuntimeError_(
+        raise UsageError(
             f"--since {text!r}: give a duration like 30s, 5m, 2h, 1d or an ISO timestamp"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def logs(
-    component: Annotated[str, typer.Argument(help=f"one of: {', '.join(COMPONENTS)}")],
+    component: Annotated[
+        str,
+        typer.Argument(
+            help=f"one of: {', '.join(COMPONENTS)}",
+            autocompletion=lambda incomplete: [c for c in COMPONENTS if c.startswith(incomplete)],
+        ),
+    ],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
     since: Annotated[
         str | None,
@@ -196,7 +259,7 @@ def logs(
 ) -> None:
     """Print a component's log (JSON lines for the six services), from this sandbox's start."""
     if component not in COMPONENTS:
-        raise RuntimeError_(f"unknown component {component!r}; one of: {', '.join(COMPONENTS)}")
+        raise UsageError(unknown_name("component", component, COMPONENTS))
     config = LabConfig()
     runtime = current_runtime(config) or get_runtime("local", config)
     # Log files outlive a sandbox (`lab down`, `lab up` appends): earlier sessions' lines would
@@ -280,8 +343,10 @@ def _inode(handle: Any) -> int:
 
 # ==================================================================== walkthrough
 class _Step:
-    def __init__(self, client: httpx.Client) -> None:
+    def __init__(self, client: httpx.Client, out: Console) -> None:
         self.client = client
+        self.out = out
+        self.taken: list[dict[str, Any]] = []
 
     def __call__(
         self, title: str, method: str, path: str, expect: int, **kwargs: Any
@@ -292,7 +357,15 @@ class _Step:
             raise RuntimeError_(f"{title}: {method} {path} failed: {exc}") from exc
         ok = response.status_code == expect
         mark = "[green]ok[/green]" if ok else "[red]FAILED[/red]"
-        console.print(f"{mark} {title}: {method} /api/v1{path} -> {response.status_code}")
+        self.out.print(f"{mark} {title}: {method} /api/v1{path} -> {response.status_code}")
+        self.taken.append(
+            {
+                "step": title,
+                "method": method,
+                "path": f"/api/v1{path}",
+                "status": response.status_code,
+            }
+        )
         try:
             body = response.json()
         except ValueError:
@@ -301,7 +374,7 @@ class _Step:
             detail = (
                 body.get("detail") or body.get("title") or body if isinstance(body, dict) else body
             )
-            raise RuntimeError_(f"{title}: expected {expect}, got {response.status_code}: {detail}")
+            raise Failed(f"{title}: expected {expect}, got {response.status_code}: {detail}")
         return body if isinstance(body, dict) else {"data": body}
 
 
@@ -311,19 +384,21 @@ def walkthrough(
     ] = None,
     asset: Annotated[str, typer.Option(help="asset to buy")] = "BTC",
     spend: Annotated[str, typer.Option(help="USD to spend on it")] = "100",
+    as_json: JsonOption = False,
 ) -> None:
     """Register, log in, deposit 1000 USD, buy ~100 USD of BTC and show the portfolio."""
     base = gateway or _running(LabConfig()).endpoints().gateway
+    out = Console(stderr=True) if as_json else console
     suffix = secrets.token_hex(4)
     username = f"walk_{suffix}"
     password = f"Walk-{suffix}9x"  # upper, lower, digit, symbol; 15 characters
     try:
         budget = Decimal(spend)
     except InvalidOperation:
-        raise RuntimeError_(f"--spend {spend!r} is not a number") from None
-    console.rule(f"CNOP walkthrough via {base}")
+        raise UsageError(f"--spend {spend!r} is not a number") from None
+    out.rule(f"CNOP walkthrough via {base}")
     with httpx.Client(base_url=f"{base.rstrip('/')}/api/v1", timeout=15.0) as client:
-        step = _Step(client)
+        step = _Step(client, out)
         step(
             f"register {username}",
             "POST",
@@ -346,7 +421,7 @@ def walkthrough(
         client.headers["Authorization"] = f"Bearer {token}"
         step("deposit 1000.00 USD", "POST", "/balance/deposit", 201, json={"amount": "1000.00"})
         balance = step("balance", "GET", "/balance", 200)
-        console.print(f"   balance: {balance.get('current_balance')} USD")
+        out.print(f"   balance: {balance.get('current_balance')} USD")
         detail = step(f"price of {asset}", "GET", f"/inventory/assets/{asset}", 200)
         price = Decimal(str((detail.get("data") or {}).get("price_usd") or "0"))
         if price <= 0:
@@ -354,7 +429,7 @@ def walkthrough(
         quantity = max(
             (budget / price).quantize(Decimal("0.00000001"), rounding=ROUND_DOWN), Decimal("0.001")
         )
-        console.print(f"   {asset} at {price} USD: buying {quantity} (~{budget} USD)")
+        out.print(f"   {asset} at {price} USD: buying {quantity} (~{budget} USD)")
         order = step(
             f"buy {quantity} {asset}",
             "POST",
@@ -364,11 +439,21 @@ def walkthrough(
             headers={"Idempotency-Key": f"walk-{suffix}"},
         )
         data = order.get("data") or {}
-        console.print(
+        out.print(
             f"   order {data.get('order_id')}: {data.get('status')}, "
             f"total {data.get('total_amount')} USD"
         )
         portfolio = step("portfolio", "GET", "/portfolio", 200)
+    if as_json:
+        finish(
+            "walkthrough",
+            EXIT_OK,
+            True,
+            username=username,
+            steps=step.taken,
+            order=data,
+            portfolio=portfolio,
+        )
     table = Table(title=f"portfolio of {username}", header_style="bold")
     for column in ("asset", "quantity", "price", "value", "%"):
         table.add_column(column, justify="right" if column != "asset" else "left")

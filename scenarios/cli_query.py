@@ -3,7 +3,9 @@
 Labs give PromQL to run; a student needs neither a browser nor curl's quoting of ``{}`` (which
 plain curl takes for a URL glob). An instant query prints one row per series (its labels and
 value); ``--range`` prints one row per series summarising its points over that range (first,
-last, min, max), ``--points`` every point. ``--json`` prints the series as JSON for scripts.
+last, min, max), ``--points`` every point. ``--json`` prints the series as JSON for scripts:
+Prometheus's own ``resultType``/``result`` data, with the ``command`` and ``exit_code`` every
+`lab` JSON object carries (docs/cli.md).
 
 Exit codes: 0 (also when nothing matched), 2 for PromQL Prometheus refuses, 3 when the sandbox's
 Prometheus is not running or does not answer.
@@ -11,9 +13,7 @@ Prometheus is not running or does not answer.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
 from typing import Annotated, NoReturn
 
@@ -29,12 +29,20 @@ from grader.prometheus import (
     Series,
 )
 from scenarios.cli_platform import parse_duration
+from scenarios.cli_support import (
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    JsonOption,
+    Unavailable,
+    UsageError,
+    emit_json,
+)
 from scenarios.config import LabConfig
 from scenarios.runtime import current_runtime
 from scenarios.runtime.base import RuntimeError_
 
-EXIT_BAD_QUERY = 2
-EXIT_NO_PROMETHEUS = 3
+EXIT_BAD_QUERY = EXIT_USAGE
+EXIT_NO_PROMETHEUS = EXIT_UNAVAILABLE
 MAX_POINTS = 240  # a range query's resolution: enough for a terminal, cheap for Prometheus
 
 console = Console()
@@ -56,10 +64,44 @@ def query(
     points: Annotated[
         bool, typer.Option("--points", help="with --range: every point, not a summary")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the series as JSON")] = False,
+    as_json: JsonOption = False,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch",
+            min=0.5,
+            help="run it again every SECONDS, like `watch` (Ctrl-C stops); Prometheus "
+            "scrapes every second",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="with --watch: stop after N refreshes")
+    ] = None,
 ) -> None:
     """Run PromQL against the sandbox's Prometheus and print the series as a table."""
+    if watch is not None and as_json:
+        raise UsageError("--watch redraws a table; use --json without it")
     url = _prometheus_url()
+    if watch is None:
+        _query_once(url, promql, range_, step, points, as_json)
+        return
+    shown = 0
+    try:
+        while count is None or shown < count:
+            if shown:
+                time.sleep(watch)
+            console.clear()
+            stamp = time.strftime("%H:%M:%S")
+            console.print(f"every {watch:g}s, {stamp} (Ctrl-C stops)", highlight=False)
+            _query_once(url, promql, range_, step, points, False)
+            shown += 1
+    except KeyboardInterrupt:
+        return
+
+
+def _query_once(
+    url: str, promql: str, range_: str | None, step: float | None, points: bool, as_json: bool
+) -> None:
     seconds = _range_seconds(range_) if range_ else None
     try:
         with Prometheus(url, timeout=15.0) as prom:
@@ -76,7 +118,7 @@ def query(
     except PrometheusError as exc:
         _fail(str(exc), EXIT_BAD_QUERY)
     if as_json:
-        print(json.dumps(_as_json(samples, series), indent=2))
+        emit_json("query", 0, **_as_json(samples, series))
         return
     if series is None:
         _print_instant(promql, samples)
@@ -90,8 +132,7 @@ def query(
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"lab: {' '.join(message.split())}", file=sys.stderr)
-    raise typer.Exit(code)
+    raise (UsageError if code == EXIT_BAD_QUERY else Unavailable)(message)
 
 
 def _prometheus_url() -> str:

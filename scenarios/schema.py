@@ -5,6 +5,10 @@ after, a method of timed steps (traffic and actions, concurrent where they overl
 that always run, and checks the grader evaluates. Parameters have defaults that ``--param k=v``
 overrides; ``{name}`` in any string is replaced by the parameter's value (a string that is only
 ``{name}`` takes the parameter's type). ``{window}`` in a query is left for the grader.
+
+A parameter is a plain default (``rate: 10``) or a mapping with bounds that every override is
+checked against before anything runs (``rate: {default: 10, min: 1, max: 50, help: ...}``;
+``choices: [...]`` for a fixed set). `lab scenarios NAME` shows them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grader.model import CheckSpec, Comparison, InvariantCheck, LogsCheck, PromQLCheck, TrafficCheck
+from scenarios.cli_support import unknown_name
 from scenarios.traffic import KIND_PARAMS, generator_names
 
 SCENARIO_DIR = Path(__file__).resolve().parent
@@ -33,6 +38,59 @@ class ScenarioError(Exception):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+
+class ParamSpec(_Model):
+    """A parameter's default and what an override may be; bounds are inclusive."""
+
+    default: ParamValue
+    min: float | None = None
+    max: float | None = None
+    choices: list[ParamValue] | None = None
+    help: str = ""
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> ParamSpec:
+        numeric = isinstance(self.default, int | float) and not isinstance(self.default, bool)
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError("min and max apply to numeric parameters only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        problem = self.problem(self.default)
+        if problem:
+            raise ValueError(f"the default {problem}")
+        return self
+
+    def problem(self, value: ParamValue) -> str | None:
+        """Why ``value`` is out of bounds, or None when it fits."""
+        if self.choices is not None and value not in self.choices:
+            return f"{value!r} is not one of {', '.join(map(str, self.choices))}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if self.min is not None and value < self.min:
+            return f"{value:g} is below the minimum {self.min:g}"
+        if self.max is not None and value > self.max:
+            return f"{value:g} is above the maximum {self.max:g}"
+        return None
+
+    def bounds_text(self) -> str:
+        """``1..50``, ``>= 0``, ``one of a, b`` or ``-`` for `lab scenarios NAME`."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.min is not None and self.max is not None:
+            return f"{self.min:g}..{self.max:g}"
+        if self.min is not None:
+            return f">= {self.min:g}"
+        if self.max is not None:
+            return f"<= {self.max:g}"
+        return "-"
+
+    @property
+    def type_name(self) -> str:
+        return type(self.default).__name__
 
 
 # --- setup ----------------------------------------------------------------------------------
@@ -230,6 +288,8 @@ class Scenario(_Model):
     description: str = Field(max_length=120)  # one line, for `lab scenarios`
     teaches: str = ""
     parameters: dict[str, ParamValue] = {}
+    # Filled by load_scenario from `parameters:` (a file never writes it): defaults and bounds.
+    parameter_specs: dict[str, ParamSpec] = Field(default={}, exclude=True)
     setup_accounts: list[AccountSpec] = Field(default=[], alias="accounts")
     setup_actions: list[ActionSpec] = []
     steady_state_hypothesis: SteadyState | None = None
@@ -355,6 +415,7 @@ __all__ = [
     "HttpProbe",
     "InvariantCheck",
     "LogsCheck",
+    "ParamSpec",
     "PromQLCheck",
     "PromQLProbe",
     "Scenario",
@@ -371,6 +432,8 @@ __all__ = [
 
 
 def _coerce(name: str, default: ParamValue, text: str) -> ParamValue:
+    """``text`` as the default's type: ints stay ints (``2.5`` is not an int), bools accept
+    true/false/yes/no/on/off/1/0."""
     if isinstance(default, bool):
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes", "on"):
@@ -459,21 +522,24 @@ def load_scenario(path: Path | str, overrides: dict[str, str] | None = None) -> 
         raise ScenarioError(f"{label}:{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ScenarioError(f"{label}: a scenario is a YAML mapping")
-    defaults = raw.get("parameters") or {}
-    if not isinstance(defaults, dict) or not all(
-        isinstance(v, bool | int | float | str) for v in defaults.values()
-    ):
-        raise ScenarioError(f"{label}: parameters: a mapping of names to scalar defaults")
-    values: dict[str, ParamValue] = dict(defaults)
+    if "parameter_specs" in raw:
+        raise ScenarioError(f"{label}: parameter_specs: not a field (bounds go in `parameters:`)")
+    specs = _param_specs(label, raw.get("parameters") or {})
+    values: dict[str, ParamValue] = {name: spec.default for name, spec in specs.items()}
     for key, text in (overrides or {}).items():
-        if key not in defaults:
-            known = ", ".join(sorted(defaults)) or "none"
-            raise ScenarioError(f"{label}: unknown parameter {key!r} (known: {known})")
-        values[key] = _coerce(key, defaults[key], text)
+        if key not in specs:
+            raise ScenarioError(f"{label}: {unknown_name('parameter', key, sorted(specs))}")
+        value = _coerce(key, specs[key].default, text)
+        problem = specs[key].problem(value)
+        if problem:
+            raise ScenarioError(f"--param {key}: {problem} (bounds: {specs[key].bounds_text()})")
+        values[key] = value
     document = {
         key: (value if key == "parameters" else _substitute(value, values))
         for key, value in raw.items()
     }
+    document["parameters"] = dict(values)
+    document["parameter_specs"] = specs
     try:
         scenario = Scenario.model_validate(document)
     except ValidationError as exc:
@@ -491,6 +557,31 @@ def load_scenario(path: Path | str, overrides: dict[str, str] | None = None) -> 
     return scenario
 
 
+def _param_specs(label: str, raw: Any) -> dict[str, ParamSpec]:
+    """``parameters:`` as specs: a scalar is a default without bounds."""
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{label}: parameters: a mapping of names to defaults")
+    specs: dict[str, ParamSpec] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool | int | float | str):
+            specs[name] = ParamSpec(default=value)
+            continue
+        if not isinstance(value, dict):
+            raise ScenarioError(
+                f"{label}: parameters.{name}: a scalar default or a mapping with `default`"
+            )
+        try:
+            specs[name] = ParamSpec.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            where = f"parameters.{name}" + (f".{field}" if field else "")
+            raise ScenarioError(
+                f"{label}: {where}: {first['msg'].removeprefix('Value error, ')}"
+            ) from None
+    return specs
+
+
 def available(directory: Path = SCENARIO_DIR) -> dict[str, Path]:
     """Scenario name -> file, for every ``*.yaml`` in the scenario directory."""
     return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
@@ -499,6 +590,5 @@ def available(directory: Path = SCENARIO_DIR) -> dict[str, Path]:
 def find(name: str, directory: Path = SCENARIO_DIR) -> Path:
     files = available(directory)
     if name not in files:
-        known = ", ".join(files) or "none"
-        raise ScenarioError(f"unknown scenario {name!r} (known: {known})")
+        raise ScenarioError(unknown_name("scenario", name, list(files)))
     return files[name]

@@ -42,12 +42,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
-# Reinstall only when pyproject.toml changed (or the install is incomplete).
+# Every install gets the exact versions pinned in constraints.txt (a class, CI and the Docker
+# image alike); scripts/refresh-constraints.sh re-pins them. Reinstall only when pyproject.toml
+# or constraints.txt changed (or the install is incomplete).
 stamp=.venv/.cnop-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/lab ] || [ ! -x .venv/bin/pytest ]; then
-  echo "bootstrap: installing the project into .venv"
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "bootstrap: installing the project into .venv (versions from constraints.txt)"
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi
 echo "bootstrap: ready (.venv/bin/lab)"

@@ -6,7 +6,6 @@ unknown scenario; a platform that is not running is one line and exit 1.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, NoReturn
 
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scenarios.cli_support import EXIT_OK, JsonOption, finish
 from scenarios.config import LabConfig
 from scenarios.flaws import FlawError, apply_flaws, flaws_on, get_flaw, load_flaws, revoke_flaws
 from scenarios.runtime import current_runtime
@@ -65,8 +65,7 @@ def flaws(
             {**f.model_dump(by_alias=True, exclude_none=True), "on": f.name in on}
             for f in catalogue.values()
         ]
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return
+        finish("flaws", EXIT_OK, True, flaws=doc)
     table = Table(title="flaws (security/flaws.yaml)", header_style="bold")
     for column in ("flaw", "on", "OWASP", "CWE", "what it opens", "services"):
         table.add_column(column, no_wrap=column == "flaw")
@@ -86,10 +85,14 @@ def flaws(
 @flaw_app.command("on")
 def flaw_on(
     names: Annotated[list[str], typer.Argument(help="flaw names (`lab flaws` lists them)")],
+    as_json: JsonOption = False,
 ) -> None:
     """Switch flaws on; only the services they concern restart."""
     chosen = check_names(names)
     runtime = _running()
+    if as_json:
+        restarted = apply_flaws(runtime, chosen)
+        finish("flaw on", EXIT_OK, True, restarted=restarted, flaws_on=flaws_on(runtime))
     with console.status(f"switching on {', '.join(chosen)}..."):
         restarted = apply_flaws(runtime, chosen)
     _report(runtime, restarted)
@@ -98,10 +101,14 @@ def flaw_on(
 @flaw_app.command("off")
 def flaw_off(
     names: Annotated[list[str], typer.Argument(help="flaw names (`lab flaws` lists them)")],
+    as_json: JsonOption = False,
 ) -> None:
     """Switch flaws off; only the services they concern restart."""
     chosen = check_names(names)
     runtime = _running()
+    if as_json:
+        restarted = revoke_flaws(runtime, chosen)
+        finish("flaw off", EXIT_OK, True, restarted=restarted, flaws_on=flaws_on(runtime))
     with console.status(f"switching off {', '.join(chosen)}..."):
         restarted = revoke_flaws(runtime, chosen)
     _report(runtime, restarted)
@@ -129,7 +136,8 @@ def flaw_probe(
     outcomes = [run_probe(catalogue[name], gateway) for name in chosen]
     if as_json:
         doc = [{**o.as_dict(), "switched_on": o.flaw in on} for o in outcomes]
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        unclear = any(o.verdict == "unclear" for o in outcomes)
+        finish("flaw probe", 1 if unclear else EXIT_OK, True, probes=doc)
     else:
         table = Table(title=f"flaw probes via {gateway}", header_style="bold")
         for column in ("flaw", "switched on", "probe says", "answer", "what it shows"):

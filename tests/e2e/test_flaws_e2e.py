@@ -52,7 +52,7 @@ def switch(box: Sandbox, on_or_off: str, name: str) -> str:
 def test_lab_up_with_a_flaw_starts_with_it_open(box: Sandbox) -> None:
     assert sorted(state(box)["flaws"]) == ["bola"]
     assert verdict(box, "bola") == "open"
-    listed = json.loads(box.lab("flaws", "--json").stdout)
+    listed = json.loads(box.lab("flaws", "--json").stdout)["flaws"]
     assert [f["name"] for f in listed if f["on"]] == ["bola"]
 
 

@@ -170,7 +170,7 @@ def test_lab_flaws_lists_the_catalogue_as_json(
     monkeypatch.setenv("CNOP_LAB_HOME", str(tmp_path / "none"))
     result = CliRunner().invoke(app, ["flaws", "--json"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.output)["flaws"]
     assert [f["name"] for f in doc] == list(load_flaws())
     bola = doc[0]
     assert bola["owasp"].startswith("API1:2023") and bola["on"] is False

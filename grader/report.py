@@ -79,6 +79,11 @@ def _origin(result: RunResult) -> float:
 
 
 def _chart_view(chart: Chart, phases: list[Phase], origin: float) -> dict[str, Any]:
+    def shown(value: float) -> str:
+        text = svg.fmt_number(value)
+        name = chart.value_names.get(text)
+        return f"{text} ({name})" if name else text
+
     stats = []
     for name, points in chart.series.items():
         if not points:
@@ -87,9 +92,9 @@ def _chart_view(chart: Chart, phases: list[Phase], origin: float) -> dict[str, A
         stats.append(
             {
                 "name": name,
-                "min": svg.fmt_number(min(values)),
-                "max": svg.fmt_number(max(values)),
-                "last": svg.fmt_number(points[-1].v),
+                "min": shown(min(values)),
+                "max": shown(max(values)),
+                "last": shown(points[-1].v),
                 "points": len(points),
             }
         )

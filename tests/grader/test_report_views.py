@@ -228,6 +228,12 @@ def test_the_breaker_chart_names_its_states() -> None:
         assert f">{name}</text>" in drawn
 
 
+def test_report_md_names_the_states_in_a_state_chart(tmp_path: Path) -> None:
+    render_run(load_result(RUNS / "upstream-outage"), tmp_path)
+    md = _md(tmp_path)
+    assert "| Inventory breaker state | 0 (closed) | 2 (half-open) | 2 (half-open) |" in md
+
+
 def test_overlapping_phase_names_go_on_separate_rows() -> None:
     """upstream-outage's `fault` (2-9 s) and `fast-fail` (5-9 s) overlap; their names must not."""
     phases = [

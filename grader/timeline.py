@@ -150,7 +150,8 @@ def _choose(traces: dict[str, list[TimelineEvent]], limit: int) -> list[str]:
             kinds.add(kind)
             chosen.append(rid)
     chosen = chosen[:limit]
-    rest = [rid for rid in ordered if rid not in set(chosen)]
+    taken = set(chosen)
+    rest = [rid for rid in ordered if rid not in taken]
     room = limit - len(chosen)
     if room > 0 and rest:
         step = len(rest) / room

@@ -326,8 +326,15 @@ def swimlane(timeline: Timeline, phases: list[Phase], origin: float) -> str:
         bars = sorted(
             (e for e in events if e.duration_s is not None), key=lambda e: e.t - (e.duration_s or 0)
         )
+        # A name goes right of its diamond, or left of it near the plot's right edge.
+        right_of = [
+            px(e.t - origin) + 8 + len(e.event) * CHAR_PX <= LANE_LEFT + plot_w for e in marks
+        ]
         mark_spans = [
-            (px(e.t - origin) - 5, px(e.t - origin) + 8 + len(e.event) * CHAR_PX) for e in marks
+            (px(e.t - origin) - 5, px(e.t - origin) + 8 + len(e.event) * CHAR_PX)
+            if right
+            else (px(e.t - origin) - 8 - len(e.event) * CHAR_PX, px(e.t - origin) + 5)
+            for e, right in zip(marks, right_of, strict=True)
         ]
         order = sorted(range(len(marks)), key=lambda i: mark_spans[i][0])
         packed = _pack([mark_spans[i] for i in order], 2)
@@ -379,9 +386,7 @@ def swimlane(timeline: Timeline, phases: list[Phase], origin: float) -> str:
                 "</path>"
             )
             if mark_rows[i] < MAX_MARK_ROWS:
-                # Near the right edge the name goes to the left of its diamond.
-                fits = cx + 8 + len(e.event) * CHAR_PX <= LANE_LEFT + plot_w
-                x_text, anchor = (cx + 7, "start") if fits else (cx - 7, "end")
+                x_text, anchor = (cx + 7, "start") if right_of[i] else (cx - 7, "end")
                 items.append(
                     f'<text x="{x_text:.1f}" y="{cy + 4:.1f}" text-anchor="{anchor}" '
                     f'fill="#1f2430" font-size="11">{escape(e.event)}</text>'

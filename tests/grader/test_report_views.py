@@ -337,3 +337,33 @@ def test_phases_table_counts_from_the_drill_start_and_says_what_each_is(
             rf"{re.escape(about)} \|",
             md,
         ), name
+
+
+def test_event_names_in_a_lane_never_overlap_even_at_the_right_edge() -> None:
+    """A name near the right edge goes left of its diamond; packing must know that."""
+    from grader.model import Timeline, TimelineEvent
+
+    t0 = T0.timestamp()
+    events = [
+        TimelineEvent(t=t0 + 8.5, service="order", event="dependency_unavailable"),
+        TimelineEvent(t=t0 + 8.7, service="order", event="lock_lost"),
+        TimelineEvent(t=t0 + 12.1, service="order", event="service_stopped"),
+        TimelineEvent(t=t0 + 9.0, service="order", event="request", duration_s=7.0, status=503),
+    ]
+    phases = [Phase(name="drill", start=T0, end=T0 + timedelta(seconds=12))]
+    drawn = svg.swimlane(Timeline(events=events), phases, t0)
+    labels = re.findall(
+        r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="(start|end)" fill="#1f2430" '
+        r'font-size="11">([a-z_]+)</text>',
+        drawn,
+    )
+    assert len(labels) == 3
+    spans = []
+    for x, y, anchor, name in labels:
+        width = len(name) * svg.CHAR_PX
+        x0 = float(x) if anchor == "start" else float(x) - width
+        spans.append((float(y), x0, x0 + width))
+        assert x0 >= svg.LANE_LEFT and x0 + width <= svg.WIDTH - svg.RIGHT + 1, name
+    for i, (y, a0, a1) in enumerate(spans):
+        for y2, b0, b1 in spans[i + 1 :]:
+            assert y != y2 or a1 <= b0 or b1 <= a0, (spans, labels)

@@ -52,6 +52,15 @@ class BundleError(Exception):
 
 def _sealed_bytes(data: dict[str, Any]) -> bytes:
     body = {name: data.get(name) for name in _SEALED_FIELDS}
+    # A phase is sealed as its name and times: fields added to a phase later (its `about`
+    # text, schema 1.2) must not break the seal of a run made before them when `lab report`
+    # writes its result.json again.
+    phases = body.get("phases")
+    if isinstance(phases, list):
+        body["phases"] = [
+            {k: p.get(k) for k in ("name", "start", "end")} if isinstance(p, dict) else p
+            for p in phases
+        ]
     body["provenance"] = data.get("provenance")
     body["checks"] = [
         {"id": c.get("id"), "raw": c.get("raw")} for c in data.get("checks") or [] if c

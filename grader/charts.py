@@ -43,6 +43,7 @@ def chart_from_query(
     shaded: list[str] | None = None,
     step: float = 1.0,
     padding_s: float = 5.0,
+    value_names: dict[str, str] | None = None,
 ) -> Chart:
     """The query over the whole drill (plus a little before and after), fault phases shaded.
 
@@ -51,7 +52,9 @@ def chart_from_query(
     listed = _phase_list(phases)
     if shaded is None:
         shaded = [p.name for p in listed if p.name != "drill"]
-    chart = Chart(title=title, unit=unit, series={}, shaded=shaded)
+    chart = Chart(
+        title=title, unit=unit, series={}, shaded=shaded, value_names=dict(value_names or {})
+    )
     if not listed:
         return chart
     start = min(to_epoch(p.start) for p in listed) - padding_s

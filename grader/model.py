@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # 1.1 added each check's raw evidence (``CheckResult.raw``), the run's provenance and its seal;
-# every 1.x result reads with this model (the new fields are optional).
-RESULT_SCHEMA_VERSION = "1.1"
+# 1.2 the scenario's `teaches`, phase notes, chart value names, the timeline and Prometheus's
+# address; every 1.x result reads with this model (the new fields are optional).
+RESULT_SCHEMA_VERSION = "1.2"
 
 
 class _Spec(BaseModel):
@@ -138,6 +139,7 @@ class Phase(BaseModel):
     name: str
     start: datetime
     end: datetime
+    about: str = ""  # what the phase measures, from the scenario's `phases:` (schema 1.2)
 
 
 class LogSource(Protocol):
@@ -189,6 +191,31 @@ class Chart(BaseModel):
     unit: str = ""
     series: dict[str, list[SeriesPoint]]  # legend -> points
     shaded: list[str] = []  # phase names to shade
+    # Names for values on the y axis, e.g. a breaker's {"0": "closed", "1": "open"} (schema 1.2).
+    value_names: dict[str, str] = {}
+
+
+class TimelineEvent(BaseModel):
+    """One log event of one service (or one response a drill client saw, lane "client")."""
+
+    t: float  # epoch seconds it was logged; a request's is when it was answered
+    service: str
+    event: str  # "request" (a service's answer), "response" (a client's), or a named event
+    request_id: str | None = None
+    duration_s: float | None = None  # requests and responses: how long they took
+    status: int | None = None
+    detail: str = ""  # a request's method and path, a named event's key fields
+    trace: int | None = None  # the trace (request id) it belongs to, numbered in time order
+
+
+class Timeline(BaseModel):
+    """The drill across services, joined on request id (grader.timeline; schema 1.2)."""
+
+    events: list[TimelineEvent] = []
+    traces: dict[int, str] = {}  # trace number -> "POST /api/v1/orders → 422"
+    request_ids: dict[int, str] = {}  # trace number -> request id
+    counts: dict[str, dict[str, int]] = {}  # lane -> event -> how many in the drill (all kept)
+    traces_total: int = 0  # request ids seen; those not in `traces` were left out
 
 
 class Provenance(BaseModel):
@@ -248,6 +275,10 @@ class RunResult(BaseModel):
     seal: dict[str, str] | None = None
     # Drill client address (as the scenario names it) -> the address the gateway saw it as.
     client_addresses: dict[str, str] = {}
+    teaches: str = ""  # the scenario's `teaches:` text (schema 1.2)
+    # The sandbox's Prometheus as the run saw it, for links to its graph page (schema 1.2).
+    prometheus_url: str = ""
+    timeline: Timeline | None = None  # schema 1.2
 
     @field_validator("schema_version")
     @classmethod

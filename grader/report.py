@@ -12,15 +12,16 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from grader import svg
 from grader.compare import SelftestComparison
-from grader.model import Chart, CheckResult, Phase, RunResult
+from grader.model import Chart, CheckResult, Phase, RunResult, Timeline
 from grader.prometheus import to_epoch
 
 RESULT_FILE = "result.json"
@@ -69,6 +70,8 @@ def evidence_text(evidence: dict[str, Any]) -> str:
 
 
 def _origin(result: RunResult) -> float:
+    """Time zero of every chart and table: the drill's start, the moment the terminal's
+    progress lines and the labs count from too."""
     for phase in result.phases:
         if phase.name == "drill":
             return to_epoch(phase.start)
@@ -77,6 +80,11 @@ def _origin(result: RunResult) -> float:
 
 
 def _chart_view(chart: Chart, phases: list[Phase], origin: float) -> dict[str, Any]:
+    def shown(value: float) -> str:
+        text = svg.fmt_number(value)
+        name = chart.value_names.get(text)
+        return f"{text} ({name})" if name else text
+
     stats = []
     for name, points in chart.series.items():
         if not points:
@@ -85,9 +93,9 @@ def _chart_view(chart: Chart, phases: list[Phase], origin: float) -> dict[str, A
         stats.append(
             {
                 "name": name,
-                "min": svg.fmt_number(min(values)),
-                "max": svg.fmt_number(max(values)),
-                "last": svg.fmt_number(points[-1].v),
+                "min": shown(min(values)),
+                "max": shown(max(values)),
+                "last": shown(points[-1].v),
                 "points": len(points),
             }
         )
@@ -99,14 +107,46 @@ def _chart_view(chart: Chart, phases: list[Phase], origin: float) -> dict[str, A
         "stats": stats,
         # Same order and colours as the bands in the SVG.
         "shaded": [
-            {"name": p.name, "colour": svg.PHASE_COLOURS[i % len(svg.PHASE_COLOURS)]}
+            {"name": p.name, "colour": svg.phase_colour(i)}
             for i, p in enumerate(p for p in phases if p.name in chart.shaded)
         ],
     }
 
 
-def _check_view(check: CheckResult) -> dict[str, Any]:
+GRAPH_MARGIN_S = 15  # the graph shows a little before and after the graded window
+
+
+def prometheus_graph_url(base: str, query: str, window: dict[str, Any]) -> str | None:
+    """A link to Prometheus's graph page with ``query`` over the graded window (and a margin
+    on each side), so a student can look at the series the check read; None without one."""
+    if not base or not query:
+        return None
+    try:
+        start = datetime.fromisoformat(str(window["start"]))
+        end = datetime.fromisoformat(str(window["end"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    seconds = max(1, round((end - start).total_seconds())) + 2 * GRAPH_MARGIN_S
+    shown_end = datetime.fromtimestamp(end.timestamp() + GRAPH_MARGIN_S, UTC)
+    params = {
+        "g0.expr": query,
+        "g0.tab": "0",  # the graph, not the table
+        "g0.range_input": f"{seconds}s",
+        "g0.end_input": shown_end.strftime("%Y-%m-%d %H:%M:%S"),  # the UI reads it as UTC
+    }
+    return f"{base.rstrip('/')}/graph?{urlencode(params)}"
+
+
+def _check_view(check: CheckResult, prometheus_url: str = "") -> dict[str, Any]:
     comparison = check.evidence.get("comparison") if check.evidence else None
+    graph = None
+    if check.kind == "promql" and check.evidence:
+        window = check.evidence.get("window")
+        graph = prometheus_graph_url(
+            prometheus_url,
+            str(check.evidence.get("query") or ""),
+            window if isinstance(window, dict) else {},
+        )
     return {
         "id": check.id,
         "title": check.title,
@@ -121,6 +161,112 @@ def _check_view(check: CheckResult) -> dict[str, Any]:
         "error": check.error,
         "comparison": comparison if isinstance(comparison, str) else None,
         "evidence": evidence_text(check.evidence) if check.evidence else "",
+        "graph": graph,
+    }
+
+
+def _traffic_view(traffic: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One row per traffic generator (statuses, p50/p99, availability), and the numbers the
+    generators learned (``stats``). A ``*.no_retry_after`` generator is shown only when it saw
+    a refusal without Retry-After."""
+    rows = []
+    for name, summary in traffic.items():
+        if not isinstance(summary, dict) or "requests" not in summary:
+            continue
+        if name.endswith(".no_retry_after") and not summary.get("requests"):
+            continue
+        availability = summary.get("availability")
+        rows.append(
+            {
+                "name": name,
+                "requests": summary.get("requests", 0),
+                "statuses": ", ".join(
+                    f"{'no answer' if status == '0' else status}: {count}"
+                    for status, count in (summary.get("by_status") or {}).items()
+                )
+                or "none",
+                "availability": "n/a"
+                if availability is None
+                else f"{float(availability) * 100:.1f} %",
+                "p50": _ms(summary.get("p50_ms")),
+                "p99": _ms(summary.get("p99_ms")),
+            }
+        )
+    stats = traffic.get("stats")
+    learned = (
+        {k: json.dumps(v, default=str) if not isinstance(v, str) else v for k, v in stats.items()}
+        if isinstance(stats, dict)
+        else {}
+    )
+    return rows, learned
+
+
+def _ms(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "n/a"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+MAX_TIMELINE_ROWS = 80  # report.md lists at most this many timeline events
+
+
+def _timeline_view(
+    timeline: Timeline | None, phases: list[Phase], origin: float
+) -> dict[str, Any] | None:
+    if timeline is None or not timeline.events:
+        return None
+    rows = []
+    for e in sorted(timeline.events, key=lambda e: e.t - (e.duration_s or 0)):
+        if e.duration_s is not None:
+            when = f"{e.t - e.duration_s - origin:+.2f} → {e.t - origin:+.2f}"
+            answer = e.status if e.status else "no answer"
+            what = f"{'answers' if e.service != 'client' else 'gets'} {answer}: {e.detail}"
+        else:
+            when = f"{e.t - origin:+.2f}"
+            what = f"{e.event} {e.detail}".strip()
+        rows.append(
+            {
+                "when": when,
+                "lane": e.service,
+                "what": what,
+                "trace": f"#{e.trace}" if e.trace else "",
+            }
+        )
+    lanes = svg.lanes_of(timeline)
+    counts = [
+        {"lane": lane, "events": ", ".join(f"{k} {v}" for k, v in sorted(events.items()))}
+        for lane, events in sorted(
+            timeline.counts.items(),
+            key=lambda item: (
+                lanes.index(item[0]) if item[0] in lanes else len(lanes),
+                item[0],
+            ),
+        )
+    ]
+    return {
+        "svg": svg.swimlane(timeline, phases, origin),
+        "traces": [
+            {
+                "number": n,
+                "label": label,
+                "request_id": timeline.request_ids.get(n, ""),
+                "colour": svg.trace_colour(n),
+                "lanes": ", ".join(
+                    lane
+                    for lane in lanes
+                    if any(e.trace == n and e.service == lane for e in timeline.events)
+                ),
+            }
+            for n, label in sorted(timeline.traces.items())
+        ],
+        "traces_total": timeline.traces_total,
+        "rows": rows[:MAX_TIMELINE_ROWS],
+        "rows_left_out": max(0, len(rows) - MAX_TIMELINE_ROWS),
+        "counts": counts,
+        "shaded": [
+            {"name": p.name, "colour": svg.phase_colour(i)}
+            for i, p in enumerate(p for p in phases if p.name != "drill")
+        ],
     }
 
 
@@ -129,12 +275,15 @@ def _view(result: RunResult) -> dict[str, Any]:
     phases = [
         {
             "name": p.name,
-            "start_s": f"{to_epoch(p.start) - origin:+.1f}",
+            "start_s": f"{to_epoch(p.start) - origin:.1f}",
+            "end_s": f"{to_epoch(p.end) - origin:.1f}",
             "duration": duration_text(to_epoch(p.end) - to_epoch(p.start)),
+            "about": p.about,
         }
         for p in result.phases
     ]
-    checks = [_check_view(c) for c in result.checks]
+    checks = [_check_view(c, result.prometheus_url) for c in result.checks]
+    traffic, learned = _traffic_view(result.traffic)
     failed = [c for c in checks if not c["passed"]]
     return {
         "r": result,
@@ -148,6 +297,10 @@ def _view(result: RunResult) -> dict[str, Any]:
         "passed_count": len(checks) - len(failed),
         "required_failed": [c for c in failed if c["required"]],
         "charts": [_chart_view(c, result.phases, origin) for c in result.charts],
+        "timeline": _timeline_view(result.timeline, result.phases, origin),
+        "traffic": traffic,
+        "learned": learned,
+        "teaches": [part.strip() for part in result.teaches.split("\n\n") if part.strip()],
         "params": {k: json.dumps(v, default=str) for k, v in sorted(result.params.items())},
         "mode": result.mode_label,
         "settings": {

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,14 +36,16 @@ from grader.model import (
     Phase,
     RunContext,
     RunResult,
+    Timeline,
     effective_mode,
 )
 from grader.prometheus import Prometheus, PrometheusError
 from grader.report import render_run
+from grader.timeline import build_timeline
 from scenarios.actions import OPS, ActionRunner
 from scenarios.provenance import RunTags
 from scenarios.provenance import collect as collect_provenance
-from scenarios.runtime.base import ClientAddresses, Runtime, RuntimeError_
+from scenarios.runtime.base import SERVICES, ClientAddresses, Runtime, RuntimeError_
 from scenarios.schema import HttpProbe, PromQLProbe, Scenario, TrafficStep
 from scenarios.traffic import (
     API,
@@ -60,6 +62,7 @@ from scenarios.traffic import (
 Progress = Callable[[str], None]
 METHOD_GRACE_S = 60.0  # beyond the planned length, a method is stuck and gets cancelled
 SCRAPE_WAIT_S = 5.0
+TIMELINE_PADDING_S = 1.0  # the timeline shows a little of what came after the drill
 
 
 class EngineError(Exception):
@@ -96,11 +99,20 @@ class _Run:
     prom: Prometheus | None = None
     method_start: datetime | None = None
     method_end: datetime | None = None
+    # time.monotonic() when the method (the drill) started: the one clock of a run. Progress
+    # lines, the labs' timelines, the report's Phases table and its charts all count from it.
     t0: float = 0.0
 
     def say(self, text: str) -> None:
-        elapsed = time.monotonic() - self.t0 if self.t0 else 0.0
-        self.progress(f"[{elapsed:6.1f}s] {text}")
+        self.progress(f"{progress_stamp(self.t0)} {text}")
+
+
+def progress_stamp(t0: float, now: float | None = None) -> str:
+    """``[  4.1s]``: seconds since the drill started; ``[ setup]`` before it has."""
+    if not t0:
+        return "[ setup]"
+    elapsed = (time.monotonic() if now is None else now) - t0
+    return f"[{elapsed:6.1f}s]"
 
 
 # --- accounts -----------------------------------------------------------------------------
@@ -265,6 +277,7 @@ async def run_method(run: _Run, tctx: TrafficContext) -> None:
     loop = asyncio.get_running_loop()
     loop_t0 = loop.time()
     run.method_start = _now()
+    run.t0 = time.monotonic()
     tasks = [asyncio.create_task(_run_step(run, tctx, s, loop_t0)) for s in run.scenario.method]
     try:
         done, pending = await asyncio.wait(
@@ -351,7 +364,8 @@ def drill_addresses(scenario: Scenario) -> list[str]:
 def _phases(run: _Run) -> dict[str, Phase]:
     start = run.method_start or _now()
     end = run.method_end or _now()
-    out = {"drill": Phase(name="drill", start=start, end=end)}
+    about = run.scenario.phases.get("drill", "the whole method: every clock counts from its start")
+    out = {"drill": Phase(name="drill", start=start, end=end, about=about)}
     for name in run.scenario.phase_names:
         if name == "drill":
             continue
@@ -360,7 +374,9 @@ def _phases(run: _Run) -> dict[str, Phase]:
             continue  # never began (the method failed before): checks on it report an error
         # A phase ended by a step that finished before the step that began it is empty.
         finish = max(marks.get("end", end), marks["start"])
-        out[name] = Phase(name=name, start=marks["start"], end=finish)
+        out[name] = Phase(
+            name=name, start=marks["start"], end=finish, about=run.scenario.phases.get(name, "")
+        )
     return out
 
 
@@ -391,12 +407,31 @@ def _charts(run: _Run, prom: Prometheus, phases: dict[str, Phase]) -> list[Chart
                     phases,
                     spec.legend,
                     unit=spec.unit,
-                    shaded=[s for s in spec.shaded if s in phases],
+                    shaded=None if spec.shaded is None else [s for s in spec.shaded if s in phases],
+                    value_names={str(k): v for k, v in spec.value_names.items()},
                 )
             )
         except Exception as exc:  # a chart never fails a run
             run.errors.append(f"chart {spec.title!r}: {exc}")
     return charts
+
+
+def _timeline(run: _Run, phases: dict[str, Phase]) -> Timeline | None:
+    """The services' log events over the drill, joined on request id, for the report's
+    swimlane chart; like a chart, it never fails a run."""
+    drill = phases["drill"]
+    # From the drill's start (setup's requests and the steady-state probes before it are not
+    # part of the story) to a little after its end (a late answer, a restart by a rollback).
+    since = drill.start
+    until = drill.end + timedelta(seconds=TIMELINE_PADDING_S)
+    logs: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for service in SERVICES:
+            logs[service] = list(run.runtime.log_events(service, since))
+        return build_timeline(logs, run.recorder.observations, since, until)
+    except Exception as exc:  # the report then has no timeline; the run is graded all the same
+        run.say(f"timeline left out: {type(exc).__name__}: {exc}")
+        return None
 
 
 def run_scenario(
@@ -435,7 +470,6 @@ def run_scenario(
             runtime, overlay=dict(overlay or {}), prometheus_url=endpoints.prometheus
         ),
     )
-    run.t0 = time.monotonic()
     started_at = _now()
     # Recorded before the drill's own setup: a drill that reconfigures a service for its
     # experiment (and undoes it) is still a run of the platform as it was configured.
@@ -502,6 +536,7 @@ def run_scenario(
             if inspect.isawaitable(checks):  # tolerate an async grader
                 checks = asyncio.run(checks)  # type: ignore[arg-type]
         charts = _charts(run, prom, phases) if run.method_end is not None else []
+        timeline = _timeline(run, phases) if run.method_end is not None else None
     finally:
         prom.close()
 
@@ -539,6 +574,9 @@ def run_scenario(
         traffic=traffic,
         provenance=provenance,
         client_addresses=_client_addresses(scenario, net),
+        teaches=scenario.teaches.strip(),
+        prometheus_url=endpoints.prometheus,
+        timeline=timeline,
     )
     if tags is not None and tags.assignment is not None and tags.seal_key is not None:
         result = seal_result(result, tags.seal_key, tags.assignment.key_id)

@@ -276,7 +276,10 @@ class ChartSpec(_Model):
     query: str  # PromQL; may use {window}
     unit: str = ""
     legend: str | None = None  # a label name for the series legend
-    shaded: list[str] = ["fault"]
+    # Phases to shade; by default every phase of the drill (all but `drill` itself).
+    shaded: list[str] | None = None
+    # Names for the values on the y axis: a state gauge reads {0: closed, 1: open, 2: half-open}.
+    value_names: dict[int, str] = {}
 
 
 # --- the scenario ---------------------------------------------------------------------------
@@ -297,6 +300,8 @@ class Scenario(_Model):
     rollbacks: list[ActionSpec] = []
     checks: list[CheckSpec] = Field(min_length=1)
     charts: list[ChartSpec] = []
+    # What each phase measures, one line each: the report's Phases table shows it.
+    phases: dict[str, str] = {}
     # Settings that switch the guarded protection off, per service (used by `lab selftest`).
     weaken: dict[str, dict[str, str]] = {}
 
@@ -369,6 +374,13 @@ class Scenario(_Model):
                     raise ValueError(
                         f"steady_state_hypothesis: probe {probe.name} uses unknown account"
                     )
+        for name in self.phases:
+            if name not in phases:
+                raise ValueError(f"phases: {name!r} is not a phase the method begins")
+        for chart in self.charts:
+            for name in chart.shaded or []:
+                if name not in phases:
+                    raise ValueError(f"charts: {chart.title!r} shades unknown phase {name!r}")
         ids = [c.id for c in self.checks]
         if len(set(ids)) != len(ids):
             raise ValueError("checks: duplicate check id")

@@ -406,6 +406,27 @@ def test_the_seal_survives_lab_report_but_not_an_edited_provenance(
     assert not seal_valid(data, course["signer"])
 
 
+def test_a_run_sealed_before_phases_had_notes_survives_lab_report(
+    course: dict[str, Any], tmp_path: Path
+) -> None:
+    """Schema 1.2 added `about` to each phase; `lab report` on a run sealed by an older lab
+    writes it into result.json, and the seal must still verify."""
+    from grader.bundles import _mac, _sealed_bytes, seal_valid
+    from grader.report import load_result
+
+    run = make_run(tmp_path / "run", course, "ria", healthy=True)
+    data = json.loads((run / "result.json").read_text())
+    for phase in data["phases"]:
+        phase.pop("about", None)  # as a 1.1 lab wrote it
+    data["schema_version"] = "1.1"
+    data["seal"]["mac"] = _mac(course["signer"], _sealed_bytes(data))
+    (run / "result.json").write_text(json.dumps(data))
+    render_run(load_result(run), run)  # `lab report RUN_DIR` with this version
+    again = json.loads((run / "result.json").read_text())
+    assert all("about" in phase for phase in again["phases"])
+    assert seal_valid(again, course["signer"])
+
+
 def test_a_run_with_other_settings_than_assigned_is_flagged(
     course: dict[str, Any], tmp_path: Path
 ) -> None:

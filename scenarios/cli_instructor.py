@@ -32,7 +32,9 @@ from grader.assignments import (
 from grader.bundles import BundleError, make_bundle, verify_bundle
 from grader.gradebook import grade_bundle, write_gradebook
 from grader.model import CheckSpec
+from scenarios.cli_student import check_with_service
 from scenarios.provenance import file_sha256
+from scenarios.runtime.base import SERVICES
 from scenarios.schema import ScenarioError, available, find, load_scenario
 
 assignment_app = typer.Typer(help="Create assignments for a class.", no_args_is_help=True)
@@ -63,7 +65,7 @@ def _due(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _settings(weaken: list[str], scenarios: list[str]) -> dict[str, dict[str, str]]:
+def _settings(weaken: list[str], scenarios: list[str], option: str) -> dict[str, dict[str, str]]:
     settings: dict[str, dict[str, str]] = {}
     for item in weaken:
         match = _SETTING.match(item)
@@ -75,10 +77,21 @@ def _settings(weaken: list[str], scenarios: list[str]) -> dict[str, dict[str, st
                 settings.setdefault(service, {}).update(env)
             continue
         _fail(
-            f"--weaken {item!r}: expected SERVICE:CNOP_SETTING=VALUE "
+            f"{option} {item!r}: expected SERVICE:CNOP_SETTING=VALUE "
             "or the name of an assigned scenario (its `weaken:` settings)"
         )
     return settings
+
+
+def _check_known(settings: dict[str, dict[str, str]]) -> None:
+    """Every setting must be one its service understands, with a value it accepts: a typo
+    would make a challenge that nothing is wrong with."""
+    for service, env in settings.items():
+        if service not in SERVICES:
+            _fail(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
+        problems = check_with_service(service, env)
+        if problems:
+            _fail(f"{service}: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
 
 
 @assignment_app.command("new")
@@ -95,8 +108,18 @@ def assignment_new(
             "`weaken:` settings; runs must use them (repeatable)",
         ),
     ] = None,
+    challenge: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--challenge",
+            help="like --weaken, but hidden: `lab up --assignment FILE` starts the platform "
+            "with it, and students must find and fix it (repeatable)",
+        ),
+    ] = None,
     due: Annotated[str | None, typer.Option(help="ISO date or date-time (UTC)")] = None,
-    hint_cost: Annotated[int, typer.Option(min=0, help="points a hint costs")] = 0,
+    hint_cost: Annotated[
+        int, typer.Option(min=0, help="points each revealed hint (`lab hint`) costs")
+    ] = 0,
     out: Annotated[Path, typer.Option(help="folder for the two files")] = Path("."),
 ) -> None:
     """Write an assignment for students and, apart, its secret key for the instructor."""
@@ -111,9 +134,17 @@ def assignment_new(
                     name=item, sha256=file_sha256(path), parameters=dict(loaded.parameters)
                 )
             )
-        settings = _settings(weaken or [], names)
+        settings = _settings(weaken or [], names, "--weaken")
+        hidden = _settings(challenge or [], names, "--challenge")
+        _check_known(settings)
+        _check_known(hidden)
         assignment, key = new_assignment(
-            name, picked, due=_due(due), hint_cost=hint_cost, settings=settings
+            name,
+            picked,
+            due=_due(due),
+            hint_cost=hint_cost,
+            settings=settings,
+            challenge={"settings": hidden} if hidden else None,
         )
         public, private = write_assignment(assignment, key, out)
     except (ScenarioError, AssignmentError) as exc:
@@ -121,6 +152,11 @@ def assignment_new(
     print(f"assignment {assignment.name} (key id {assignment.key_id})")
     print(f"  for students:       {public}  (hand it out: names the drills, signs the runs)")
     print(f"  for the instructor: {private}  (mode 0600, keep it secret: `lab grade` needs it)")
+    if hidden:
+        print(
+            "  challenge: students start it with `lab up --assignment FILE`; its settings are "
+            "sealed in the file (hidden, not secret: see docs/instructors.md)"
+        )
 
 
 def _find_assignment(run_dirs: list[Path]) -> Path:

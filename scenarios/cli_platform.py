@@ -16,6 +16,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -23,9 +24,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scenarios.cli_student import prepare_challenge
 from scenarios.config import LabConfig
 from scenarios.runtime import RUNTIMES, current_runtime, get_runtime
 from scenarios.runtime.base import INFRA, SERVICES, Runtime, RuntimeError_
+from scenarios.runtime.hidden import remove_challenge
 
 console = Console()
 COMPONENTS = (*INFRA, *SERVICES)
@@ -62,6 +65,10 @@ def up(
     port_offset: Annotated[
         int | None, typer.Option(min=0, help="add N to every port (CNOP_LAB_PORT_OFFSET)")
     ] = None,
+    assignment: Annotated[
+        Path | None,
+        typer.Option(help="a challenge assignment: start with its hidden settings"),
+    ] = None,
 ) -> None:
     """Start the platform in the background and print its URLs."""
     config = LabConfig()
@@ -77,9 +84,14 @@ def up(
             "`lab down` stops it"
         )
     chosen = get_runtime(name, config)
+    challenge = prepare_challenge(config, assignment)
     started = time.perf_counter()
-    with console.status(f"starting the platform ({chosen.name} runtime)..."):
-        endpoints = chosen.up(persist=persist, timeout=timeout)
+    try:
+        with console.status(f"starting the platform ({chosen.name} runtime)..."):
+            endpoints = chosen.up(persist=persist, timeout=timeout)
+    except BaseException:
+        remove_challenge(config.home)
+        raise
     elapsed = time.perf_counter() - started
     console.print(
         f"[green]ready[/green] in {elapsed:.1f} s ({chosen.name} runtime"
@@ -95,6 +107,12 @@ def up(
         table.add_row(service, url)
     console.print(table)
     console.print("next: `lab walkthrough`, `lab status`, `lab logs gateway`; `lab down` stops it")
+    if challenge:
+        console.print(
+            f"[bold]challenge {challenge}[/bold]: something is set wrong, and the settings are "
+            "hidden. Run its drills, find out what from the metrics and logs (`lab query`, "
+            "`lab logs`), fix it with `lab config set SERVICE KEY=VALUE`, run again."
+        )
 
 
 def down() -> None:

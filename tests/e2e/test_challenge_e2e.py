@@ -115,7 +115,8 @@ def test_hidden_breaker_fails_the_drill_until_the_student_fixes_it(
 
     passed = _run(box, course, tmp_path / "after")
     failed = {c["id"]: c["evidence"].get("comparison") for c in passed["checks"] if not c["passed"]}
-    assert passed["passed"], f"after the fix: failed {failed}, errors {passed['errors']}"
+    guarded = [c["id"] for c in passed["checks"] if c.get("guards") == "circuit-breaker"]
+    assert guarded and not set(guarded) & set(failed), f"the fix did not hold: {failed}"
     assert passed["provenance"]["settings"] == {"gateway": {BREAKER: "true"}}
 
     bundle = tmp_path / "ada.zip"
@@ -145,3 +146,6 @@ def test_hidden_breaker_fails_the_drill_until_the_student_fixes_it(
     assert "1 hint(s) revealed" in results["output"]
     assert "did not run under the challenge" not in results["output"]
     assert BREAKER in results["output"]  # the instructor sees the student's fix
+    # Last, as the whole drill depends on the machine keeping its timings (a busy 2-core box
+    # can miss the restart deadline of inventory, a different check from the breaker's).
+    assert passed["passed"], f"after the fix: failed {failed}, errors {passed['errors']}"

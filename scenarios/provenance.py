@@ -24,7 +24,7 @@ from grader.assignments import Assignment, AssignmentError, check_student, load_
 from grader.model import Provenance
 from scenarios.config import REPO_ROOT, LabConfig
 from scenarios.hints import HintError, revealed
-from scenarios.runtime.base import Runtime, RuntimeError_
+from scenarios.runtime.base import Runtime, RuntimeError_, flaw_env
 from scenarios.runtime.hidden import active_challenge
 from scenarios.runtime.sandbox import read_state
 from scenarios.schema import SCENARIO_DIR, Scenario
@@ -36,6 +36,7 @@ __all__ = [
     "assigned_settings",
     "collect",
     "file_sha256",
+    "flaws_in_force",
     "run_tags",
     "settings_in_force",
 ]
@@ -92,7 +93,7 @@ def _redact(settings: dict[str, Any]) -> dict[str, str]:
 
 def settings_in_force(runtime: Runtime) -> dict[str, dict[str, str]]:
     """Service settings beyond the defaults: ``all`` (given to every service by ``lab up``)
-    and per service (a drill's or selftest's reconfiguration still in force)."""
+    and per service (the flaws switched on, then a drill's or selftest's reconfiguration)."""
     try:
         state = read_state(runtime.config.state_file) or {}
     except RuntimeError_:
@@ -101,13 +102,27 @@ def settings_in_force(runtime: Runtime) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     if common:
         out["all"] = _redact(dict(common))
+    flawed = flaw_env(state.get("flaws") or {})
     config = state.get("config") or {}
     overrides = state.get("overrides") or {}
-    for service in sorted({*config, *overrides}):
-        env = {**(config.get(service) or {}), **(overrides.get(service) or {})}
+    for service in sorted({*flawed, *config, *overrides}):
+        env = {
+            **flawed.get(service, {}),
+            **(config.get(service) or {}),
+            **(overrides.get(service) or {}),
+        }
         if env:
             out[service] = _redact(env)
     return out
+
+
+def flaws_in_force(runtime: Runtime) -> list[str]:
+    """The names of the flaws on in the sandbox (none when it cannot tell)."""
+    try:
+        state = read_state(runtime.config.state_file) or {}
+    except RuntimeError_:
+        return []
+    return sorted(state.get("flaws") or {})
 
 
 def _lab_settings(config: LabConfig) -> dict[str, Any]:
@@ -136,6 +151,7 @@ def collect(scenario: Scenario, runtime: Runtime, tags: RunTags | None = None) -
         scenario_file=os.path.relpath(source, REPO_ROOT) if source.exists() else "",
         scenario_sha256=file_sha256(source) if source.exists() else None,
         settings=settings_in_force(runtime),
+        flaws=flaws_in_force(runtime),
         lab_settings=_lab_settings(runtime.config),
         assignment=tags.assignment.ref if tags.assignment else None,
         hints=_hints(runtime.config.home, scenario.name),

@@ -14,7 +14,7 @@ import re
 import sys
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -76,11 +76,28 @@ def _settings(weaken: list[str], scenarios: list[str], option: str) -> dict[str,
             for service, env in load_scenario(find(item)).weaken.items():
                 settings.setdefault(service, {}).update(env)
             continue
+        flaw = _flaws().get(item)
+        if flaw is not None:  # a flaw of security/flaws.yaml: its settings
+            for service, env in flaw.env.items():
+                settings.setdefault(service, {}).update(env)
+            continue
         _fail(
-            f"{option} {item!r}: expected SERVICE:CNOP_SETTING=VALUE "
-            "or the name of an assigned scenario (its `weaken:` settings)"
+            f"{option} {item!r}: expected SERVICE:CNOP_SETTING=VALUE, the name of an assigned "
+            "scenario (its `weaken:` settings) or of a flaw (`lab flaws`)"
         )
     return settings
+
+
+def _flaws() -> dict[str, Any]:
+    """The flaw catalogue, or none when this checkout has no flaws."""
+    try:
+        from scenarios.flaws import FlawError, load_flaws
+    except ImportError:
+        return {}
+    try:
+        return dict(load_flaws())
+    except FlawError as exc:
+        _fail(str(exc))
 
 
 def _check_known(settings: dict[str, dict[str, str]]) -> None:
@@ -104,16 +121,16 @@ def assignment_new(
         list[str] | None,
         typer.Option(
             "--weaken",
-            help="SERVICE:CNOP_SETTING=VALUE, or an assigned scenario's name for its own "
-            "`weaken:` settings; runs must use them (repeatable)",
+            help="SERVICE:CNOP_SETTING=VALUE, an assigned scenario's name for its own "
+            "`weaken:` settings, or a flaw's name (`lab flaws`); runs must use them (repeatable)",
         ),
     ] = None,
     challenge: Annotated[
         list[str] | None,
         typer.Option(
             "--challenge",
-            help="like --weaken, but hidden: `lab up --assignment FILE` starts the platform "
-            "with it, and students must find and fix it (repeatable)",
+            help="like --weaken (a flaw's name too), but hidden: `lab up --assignment FILE` "
+            "starts the platform with it, and students must find and fix it (repeatable)",
         ),
     ] = None,
     due: Annotated[str | None, typer.Option(help="ISO date or date-time (UTC)")] = None,
@@ -144,7 +161,11 @@ def assignment_new(
             due=_due(due),
             hint_cost=hint_cost,
             settings=settings,
-            challenge={"settings": hidden} if hidden else None,
+            challenge=(
+                {"settings": hidden, "flaws": [c for c in challenge or [] if c in _flaws()]}
+                if hidden
+                else None
+            ),
         )
         public, private = write_assignment(assignment, key, out)
     except (ScenarioError, AssignmentError) as exc:

@@ -217,3 +217,34 @@ def test_assignment_new_hides_the_challenge_and_refuses_a_misspelt_setting(
     )
     assert typo.exit_code == 2
     assert not (tmp_path / "typo.assignment.json").exists()
+
+
+def test_a_challenge_hides_a_flaw_as_its_settings(tmp_path: Path) -> None:
+    from scenarios.flaws import get_flaw
+
+    flaw = get_flaw("alg-none")
+    made = CliRunner().invoke(
+        app,
+        [
+            "assignment",
+            "new",
+            "unsigned",
+            "--scenario",
+            "token-attacks",
+            "--challenge",
+            "alg-none",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    public = tmp_path / "unsigned.assignment.json"
+    for env in flaw.env.values():
+        assert not set(env) & set(public.read_text().split('"'))
+    sealed = open_challenge(load_assignment(public))
+    assert sealed == {"settings": flaw.env, "flaws": ["alg-none"]}
+    home = tmp_path / "lab"
+    loaded = load_assignment(public)
+    install_challenge(home, loaded.ref, loaded.challenge or "", challenge_key(loaded))
+    for service, env in flaw.env.items():
+        assert hidden_env(home, service) == env

@@ -15,6 +15,11 @@ The grader derives it again from the secret and *its own* copy of the assignment
 who edits their copy (a later due date, other settings) signs with a key that no longer verifies.
 The student holds the signing key, so this is tamper-evident, not tamper-proof:
 docs/instructors.md says why.
+
+A **challenge** assignment also carries settings the platform starts with but the student is
+not shown (``challenge``: a Fernet token under a key derived from the signing key, so the
+student's lab can open it and so can the grader, from the secret). Hidden, not secret: the same
+key that signs opens it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "scenarios.cli_images",
     "scenarios.cli_instructor",
     "scenarios.cli_bench",
+    "scenarios.cli_student",
     "scenarios.cli_flaws",
 )
 

@@ -15,10 +15,16 @@ The grader derives it again from the secret and *its own* copy of the assignment
 who edits their copy (a later due date, other settings) signs with a key that no longer verifies.
 The student holds the signing key, so this is tamper-evident, not tamper-proof:
 docs/instructors.md says why.
+
+A **challenge** assignment also carries settings the platform starts with but the student is
+not shown (``challenge``: a Fernet token under a key derived from the signing key, so the
+student's lab can open it and so can the grader, from the secret). Hidden, not secret: the same
+key that signs opens it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -29,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
@@ -40,10 +47,12 @@ __all__ = [
     "AssignmentKey",
     "AssignmentScenario",
     "canonical_json",
+    "challenge_key",
     "check_student",
     "load_assignment",
     "load_key",
     "new_assignment",
+    "open_challenge",
     "signing_key",
     "write_assignment",
 ]
@@ -53,6 +62,7 @@ KEY_FORMAT = "cnop-lab-assignment-key/1"
 STUDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DERIVE_LABEL = b"cnop-lab assignment signing key v1\n"
+_CHALLENGE_LABEL = b"cnop-lab assignment challenge key v1\n"
 
 
 class AssignmentError(Exception):
@@ -83,6 +93,9 @@ class Assignment(BaseModel):
     student: str | None = Field(default=None, pattern=STUDENT_PATTERN)  # a per-student copy
     key_id: str
     signing_key: str = ""
+    # A challenge: settings (and flaws) the platform starts with, hidden from the student (a
+    # Fernet token under a key derived from the signing key; see open_challenge).
+    challenge: str | None = None
 
     def scenario(self, name: str) -> AssignmentScenario | None:
         return next((s for s in self.scenarios if s.name == name), None)
@@ -111,7 +124,9 @@ def canonical_json(data: Any) -> bytes:
 
 
 def _derive(assignment: Assignment, secret: str) -> str:
-    body = assignment.model_dump(mode="json", exclude={"signing_key"})
+    # The challenge is sealed with the derived key, so it cannot be part of what derives it;
+    # the grader compares each run's challenge with its own copy instead.
+    body = assignment.model_dump(mode="json", exclude={"signing_key", "challenge"})
     return hmac.new(
         bytes.fromhex(secret), _DERIVE_LABEL + canonical_json(body), hashlib.sha256
     ).hexdigest()
@@ -124,8 +139,10 @@ def new_assignment(
     due: datetime | None = None,
     hint_cost: int = 0,
     settings: dict[str, dict[str, str]] | None = None,
+    challenge: dict[str, Any] | None = None,
 ) -> tuple[Assignment, AssignmentKey]:
-    """A fresh assignment and its key (a new 256-bit secret)."""
+    """A fresh assignment and its key (a new 256-bit secret). ``challenge`` (``{"settings":
+    {service: {KEY: VALUE}}}``) is sealed into the assignment, for ``lab up --assignment``."""
     if due is not None and due.tzinfo is None:
         due = due.replace(tzinfo=UTC)
     try:
@@ -144,7 +161,34 @@ def new_assignment(
         raise AssignmentError(f"assignment {where}: {first['msg']}") from None
     key = AssignmentKey(name=name, key_id=assignment.key_id, secret=secrets.token_hex(32))
     assignment.signing_key = _derive(assignment, key.secret)
+    if challenge:
+        assignment.challenge = (
+            Fernet(challenge_key(assignment)).encrypt(canonical_json(challenge)).decode("ascii")
+        )
     return assignment, key
+
+
+def challenge_key(assignment: Assignment) -> str:
+    """The Fernet key of an assignment's challenge: derived from its signing key, so whoever
+    can sign runs for it can start it, and the grader (who derives the signing key from the
+    secret) can open it too."""
+    mac = hmac.new(bytes.fromhex(assignment.signing_key), _CHALLENGE_LABEL, hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode("ascii")
+
+
+def open_challenge(assignment: Assignment) -> dict[str, Any]:
+    """The challenge's content (``{"settings": ...}``); {} for an assignment without one."""
+    if not assignment.challenge:
+        return {}
+    try:
+        token = assignment.challenge.encode("ascii")
+        payload = json.loads(Fernet(challenge_key(assignment)).decrypt(token))
+    except (InvalidToken, ValueError) as exc:
+        raise AssignmentError(
+            f"assignment {assignment.name}: its challenge does not open "
+            "(the file was edited, or its signing key is not the one it was made with)"
+        ) from exc
+    return payload if isinstance(payload, dict) else {}
 
 
 def signing_key(assignment: Assignment, key: AssignmentKey) -> bytes:

@@ -63,10 +63,17 @@ class StudentGrade:
     late: bool = False
     checks: dict[str, GradedCheck] = field(default_factory=dict)  # "scenario/check" -> grade
     runs: dict[str, str] = field(default_factory=dict)  # scenario -> run finished at (ISO)
+    hints: dict[str, int] = field(default_factory=dict)  # scenario -> hints revealed before it
+    hint_cost: int = 0  # the assignment's points per hint
+
+    @property
+    def hint_penalty(self) -> int:
+        return self.hint_cost * sum(self.hints.values())
 
     @property
     def score(self) -> int:
-        return sum(g.result.points for g in self.checks.values())
+        """Points of the passed checks, less what the hints cost (never below 0)."""
+        return max(0, sum(g.result.points for g in self.checks.values()) - self.hint_penalty)
 
     @property
     def regraded(self) -> list[str]:
@@ -108,6 +115,7 @@ def grade_bundle(
         bundle=bundle.path.name,
         verified=bundle.verified,
         problems=[*bundle.problems, *(f"{r.member}: {p}" for r in bundle.runs for p in r.problems)],
+        hint_cost=assignment.hint_cost,
     )
     if bundle.student and grade.student != bundle.student:
         grade.verified = False
@@ -148,6 +156,7 @@ def _grade_runs(
             continue
         grade.runs[name] = str(data.get("finished_at", ""))
         _flag_run(grade, name, data, assignment, scenario_sha256.get(name))
+        _count_hints(grade, name, data)
         claimed = {c.get("id"): c for c in data.get("checks") or [] if isinstance(c, dict)}
         for spec in checks:
             mine = claimed.get(spec.id)
@@ -184,9 +193,32 @@ def _flag_run(
     if assigned and assigned.parameters and data.get("params") != assigned.parameters:
         grade.flags.append(f"{name} ran with other parameters than assigned")
     settings = _comparable(provenance.get("settings") or {})
-    if settings != _comparable(assignment.settings):
+    if assignment.challenge:
+        # A challenge is fixed by changing settings: what the student changed is shown, and
+        # the run must have been made under the challenge itself.
+        ran = (provenance.get("challenge") or {}).get("token")
+        if ran != assignment.challenge:
+            grade.flags.append(
+                f"{name} did not run under the challenge's hidden settings "
+                "(the platform was not started with `lab up --assignment`)"
+            )
+        if settings:
+            shown = json.dumps(settings, sort_keys=True)
+            grade.flags.append(f"{name}: the student's fix: {shown}")
+    elif settings != _comparable(assignment.settings):
         shown = json.dumps(settings, sort_keys=True) if settings else "the defaults"
         grade.flags.append(f"{name} ran with settings {shown}, not the assigned ones")
+
+
+def _count_hints(grade: StudentGrade, name: str, data: dict[str, Any]) -> None:
+    """Distinct hints of this drill's lab revealed before the graded run (its provenance)."""
+    reveals = (data.get("provenance") or {}).get("hints") or []
+    numbers = {r.get("hint") for r in reveals if isinstance(r, dict)}
+    if not numbers:
+        return
+    grade.hints[name] = len(numbers)
+    cost = f", -{grade.hint_cost * len(numbers)} points" if grade.hint_cost else ""
+    grade.flags.append(f"{name}: {len(numbers)} hint(s) revealed before the run{cost}")
 
 
 def _comparable(settings: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

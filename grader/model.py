@@ -238,6 +238,12 @@ class Provenance(BaseModel):
     # CNOP_LAB_* settings given explicitly (secrets left out).
     lab_settings: dict[str, Any] = {}
     assignment: dict[str, str] | None = None  # name, key_id: the run was made for it
+    # Hints of this drill's lab the student had opened before the run (`lab hint`): lab,
+    # scenario, hint (number), title, revealed_at. An assignment may charge for each.
+    hints: list[dict[str, Any]] = []
+    # The challenge the platform ran under (`lab up --assignment`): the assignment and its
+    # sealed hidden settings (a token only the assignment's key opens), never the settings.
+    challenge: dict[str, Any] | None = None
 
 
 class RunResult(BaseModel):

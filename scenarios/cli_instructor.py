@@ -14,7 +14,7 @@ import json
 import re
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -32,6 +32,7 @@ from grader.assignments import (
 from grader.bundles import BundleError, make_bundle, verify_bundle
 from grader.gradebook import grade_bundle, write_gradebook
 from grader.model import CheckSpec
+from scenarios.cli_student import check_with_service
 from scenarios.cli_support import (
     EXIT_FAILED,
     EXIT_OK,
@@ -42,6 +43,7 @@ from scenarios.cli_support import (
     finish,
 )
 from scenarios.provenance import file_sha256
+from scenarios.runtime.base import SERVICES
 from scenarios.schema import ScenarioError, available, find, load_scenario
 
 assignment_app = typer.Typer(help="Create assignments for a class.", no_args_is_help=True)
@@ -71,7 +73,7 @@ def _due(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _settings(weaken: list[str], scenarios: list[str]) -> dict[str, dict[str, str]]:
+def _settings(weaken: list[str], scenarios: list[str], option: str) -> dict[str, dict[str, str]]:
     settings: dict[str, dict[str, str]] = {}
     for item in weaken:
         match = _SETTING.match(item)
@@ -82,11 +84,39 @@ def _settings(weaken: list[str], scenarios: list[str]) -> dict[str, dict[str, st
             for service, env in load_scenario(find(item)).weaken.items():
                 settings.setdefault(service, {}).update(env)
             continue
+        flaw = _flaws().get(item)
+        if flaw is not None:  # a flaw of security/flaws.yaml: its settings
+            for service, env in flaw.env.items():
+                settings.setdefault(service, {}).update(env)
+            continue
         _fail(
-            f"--weaken {item!r}: expected SERVICE:CNOP_SETTING=VALUE "
-            "or the name of an assigned scenario (its `weaken:` settings)"
+            f"{option} {item!r}: expected SERVICE:CNOP_SETTING=VALUE, the name of an assigned "
+            "scenario (its `weaken:` settings) or of a flaw (`lab flaws`)"
         )
     return settings
+
+
+def _flaws() -> dict[str, Any]:
+    """The flaw catalogue, or none when this checkout has no flaws."""
+    try:
+        from scenarios.flaws import FlawError, load_flaws
+    except ImportError:
+        return {}
+    try:
+        return dict(load_flaws())
+    except FlawError as exc:
+        _fail(str(exc))
+
+
+def _check_known(settings: dict[str, dict[str, str]]) -> None:
+    """Every setting must be one its service understands, with a value it accepts: a typo
+    would make a challenge that nothing is wrong with."""
+    for service, env in settings.items():
+        if service not in SERVICES:
+            _fail(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
+        problems = check_with_service(service, env)
+        if problems:
+            _fail(f"{service}: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
 
 
 @assignment_app.command("new")
@@ -99,12 +129,22 @@ def assignment_new(
         list[str] | None,
         typer.Option(
             "--weaken",
-            help="SERVICE:CNOP_SETTING=VALUE, or an assigned scenario's name for its own "
-            "`weaken:` settings; runs must use them (repeatable)",
+            help="SERVICE:CNOP_SETTING=VALUE, an assigned scenario's name for its own "
+            "`weaken:` settings, or a flaw's name (`lab flaws`); runs must use them (repeatable)",
+        ),
+    ] = None,
+    challenge: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--challenge",
+            help="like --weaken (a flaw's name too), but hidden: `lab up --assignment FILE` "
+            "starts the platform with it, and students must find and fix it (repeatable)",
         ),
     ] = None,
     due: Annotated[str | None, typer.Option(help="ISO date or date-time (UTC)")] = None,
-    hint_cost: Annotated[int, typer.Option(min=0, help="points a hint costs")] = 0,
+    hint_cost: Annotated[
+        int, typer.Option(min=0, help="points each revealed hint (`lab hint`) costs")
+    ] = 0,
     out: Annotated[Path, typer.Option(help="folder for the two files")] = Path("."),
     as_json: JsonOption = False,
 ) -> None:
@@ -120,9 +160,21 @@ def assignment_new(
                     name=item, sha256=file_sha256(path), parameters=dict(loaded.parameters)
                 )
             )
-        settings = _settings(weaken or [], names)
+        settings = _settings(weaken or [], names, "--weaken")
+        hidden = _settings(challenge or [], names, "--challenge")
+        _check_known(settings)
+        _check_known(hidden)
         assignment, key = new_assignment(
-            name, picked, due=_due(due), hint_cost=hint_cost, settings=settings
+            name,
+            picked,
+            due=_due(due),
+            hint_cost=hint_cost,
+            settings=settings,
+            challenge=(
+                {"settings": hidden, "flaws": [c for c in challenge or [] if c in _flaws()]}
+                if hidden
+                else None
+            ),
         )
         public, private = write_assignment(assignment, key, out)
     except (ScenarioError, AssignmentError) as exc:
@@ -140,6 +192,11 @@ def assignment_new(
     print(f"assignment {assignment.name} (key id {assignment.key_id})")
     print(f"  for students:       {public}  (hand it out: names the drills, signs the runs)")
     print(f"  for the instructor: {private}  (mode 0600, keep it secret: `lab grade` needs it)")
+    if hidden:
+        print(
+            "  challenge: students start it with `lab up --assignment FILE`; its settings are "
+            "sealed in the file (hidden, not secret: see docs/instructors.md)"
+        )
 
 
 def _find_assignment(run_dirs: list[Path]) -> Path:

@@ -18,6 +18,7 @@ from collections import deque
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -25,6 +26,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scenarios.cli_student import prepare_challenge
 from scenarios.cli_support import (
     EXIT_FAILED,
     EXIT_OK,
@@ -37,6 +39,7 @@ from scenarios.cli_support import (
 from scenarios.config import LabConfig
 from scenarios.runtime import RUNTIMES, current_runtime, get_runtime
 from scenarios.runtime.base import INFRA, SERVICES, Runtime, RuntimeError_
+from scenarios.runtime.hidden import remove_challenge
 
 console = Console()
 COMPONENTS = (*INFRA, *SERVICES)
@@ -82,6 +85,10 @@ def up(
         list[str] | None,
         typer.Option("--flaw", help="switch this flaw on from the start (repeatable; `lab flaws`)"),
     ] = None,
+    assignment: Annotated[
+        Path | None,
+        typer.Option(help="a challenge assignment: start with its hidden settings"),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start the platform in the background and print its URLs."""
@@ -102,9 +109,14 @@ def up(
             "`lab down` stops it"
         )
     chosen = get_runtime(name, config)
+    challenge = prepare_challenge(config, assignment)
     started = time.perf_counter()
-    with _spinner(f"starting the platform ({chosen.name} runtime)...", as_json):
-        endpoints = chosen.up(persist=persist, timeout=timeout, flaws=flaws)
+    try:
+        with _spinner(f"starting the platform ({chosen.name} runtime)...", as_json):
+            endpoints = chosen.up(persist=persist, timeout=timeout, flaws=flaws)
+    except BaseException:
+        remove_challenge(config.home)
+        raise
     elapsed = time.perf_counter() - started
     if as_json:
         finish(
@@ -142,6 +154,12 @@ def up(
         table.add_row(service, url)
     console.print(table)
     console.print("next: `lab walkthrough`, `lab status`, `lab logs gateway`; `lab down` stops it")
+    if challenge:
+        console.print(
+            f"[bold]challenge {challenge}[/bold]: something is set wrong, and the settings are "
+            "hidden. Run its drills, find out what from the metrics and logs (`lab query`, "
+            "`lab logs`), fix it with `lab config set SERVICE KEY=VALUE`, run again."
+        )
 
 
 def down(as_json: JsonOption = False) -> None:

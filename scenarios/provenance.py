@@ -23,7 +23,9 @@ from typing import Any
 from grader.assignments import Assignment, AssignmentError, check_student, load_assignment
 from grader.model import Provenance
 from scenarios.config import REPO_ROOT, LabConfig
+from scenarios.hints import HintError, revealed
 from scenarios.runtime.base import Runtime, RuntimeError_, flaw_env
+from scenarios.runtime.hidden import active_challenge
 from scenarios.runtime.sandbox import read_state
 from scenarios.schema import SCENARIO_DIR, Scenario
 
@@ -101,9 +103,14 @@ def settings_in_force(runtime: Runtime) -> dict[str, dict[str, str]]:
     if common:
         out["all"] = _redact(dict(common))
     flawed = flaw_env(state.get("flaws") or {})
+    config = state.get("config") or {}
     overrides = state.get("overrides") or {}
-    for service in sorted({*flawed, *overrides}):
-        env = {**flawed.get(service, {}), **(overrides.get(service) or {})}
+    for service in sorted({*flawed, *config, *overrides}):
+        env = {
+            **flawed.get(service, {}),
+            **(config.get(service) or {}),
+            **(overrides.get(service) or {}),
+        }
         if env:
             out[service] = _redact(env)
     return out
@@ -147,7 +154,16 @@ def collect(scenario: Scenario, runtime: Runtime, tags: RunTags | None = None) -
         flaws=flaws_in_force(runtime),
         lab_settings=_lab_settings(runtime.config),
         assignment=tags.assignment.ref if tags.assignment else None,
+        hints=_hints(runtime.config.home, scenario.name),
+        challenge=active_challenge(runtime.config.home),
     )
+
+
+def _hints(home: Path, scenario: str) -> list[dict[str, Any]]:
+    try:
+        return revealed(home, scenario)
+    except HintError as exc:
+        raise RuntimeError_(str(exc)) from None
 
 
 class TagError(Exception):
@@ -186,8 +202,17 @@ def run_tags(student: str | None, assignment_file: Path | None, scenarios: list[
 def assigned_settings(
     runtime: Runtime, tags: RunTags, say: Callable[[str], None]
 ) -> Iterator[None]:
-    """The assignment's service settings in force for the runs inside, defaults again after."""
+    """The assignment's service settings in force for the runs inside, defaults again after.
+    A challenge assignment's runs need the platform started with it (``lab up --assignment``):
+    its hidden settings are what the student must find and fix."""
     settings = tags.assignment.settings if tags.assignment else {}
+    if tags.assignment is not None and tags.assignment.challenge:
+        running = (active_challenge(runtime.config.home) or {}).get("assignment") or {}
+        if running.get("key_id") != tags.assignment.key_id:
+            raise RuntimeError_(
+                f"assignment {tags.assignment.name} is a challenge: start the platform with "
+                "`lab down; lab up --assignment FILE`, then find and fix what is wrong"
+            )
     try:
         for service, env in settings.items():
             say(f"assignment settings for {service}: {env}")

@@ -64,8 +64,8 @@ def lab_sandbox(
     up_args: tuple[str, ...] = (),
 ) -> Iterator[Sandbox]:
     """``lab up`` (local runtime) at the first free port offset from ``first_offset``;
-    ``service_env`` reaches every service (``CNOP_LAB_SERVICE_ENV``), ``up_args`` go to
-    `lab up` (``("--flaw", "bola")``)."""
+    ``service_env`` reaches every service (``CNOP_LAB_SERVICE_ENV``), ``up_args`` are more
+    arguments of `lab up` (``("--flaw", "bola")``, ``("--assignment", FILE)``)."""
     offset = sandbox_port_offset(first_offset)
     env = {
         **os.environ,

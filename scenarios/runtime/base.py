@@ -11,6 +11,7 @@ import json
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from scenarios.config import LabConfig
@@ -150,6 +151,11 @@ class Runtime(abc.ABC):
         """Restart a service with extra settings (``{"CNOP_BREAKER_ENABLED": "false"}``),
         or with its defaults again when ``env`` is None; waits until it is ready."""
 
+    def configure(self, name: str, env: Mapping[str, str] | None) -> None:
+        """Restart a service with the student's own settings (``lab config set``), kept apart
+        from a drill's: ``reconfigure(name, None)`` and ``lab reset`` leave them in place."""
+        raise RuntimeError_(f"`lab config` is not supported by the {self.name} runtime")
+
     # --- flaws (security/flaws.yaml; scenarios.flaws is the face of this) ------------------
     def flaws_in_force(self) -> FlawLayer:
         """The flaws switched on in this sandbox: name -> service -> ``CNOP_*`` settings."""
@@ -199,8 +205,10 @@ class Runtime(abc.ABC):
 
     def settings_in_force(self) -> dict[str, dict[str, str]]:
         """The ``CNOP_*`` settings each service runs with beyond its defaults: the sandbox's
-        ``CNOP_LAB_SERVICE_ENV`` (every service) plus what reconfigure() gave it. Services on
-        their defaults are left out, so ``{}`` means the platform as shipped (hardened)."""
+        ``CNOP_LAB_SERVICE_ENV`` (every service) plus the student's ``lab config`` and what
+        reconfigure() gave it. Services on their defaults are left out, so ``{}`` means the
+        platform as shipped (hardened). A challenge's hidden settings are only named here
+        (``challenge``); a run records them sealed (:mod:`scenarios.runtime.hidden`)."""
         from scenarios.runtime.sandbox import read_state  # sandbox imports this module
 
         state = read_state(self.config.state_file) or {}
@@ -208,12 +216,25 @@ class Runtime(abc.ABC):
         if not isinstance(common, dict):  # a runtime that does not record it reads the config
             common = dict(self.config.service_env)
         overrides = state.get("overrides") or {}
+        config = state.get("config") or {}
         flawed = flaw_env(state.get("flaws") or {})
         in_force: dict[str, dict[str, str]] = {}
         for name in SERVICES:
-            env = {**common, **flawed.get(name, {}), **(overrides.get(name) or {})}
+            env = {
+                **common,
+                **flawed.get(name, {}),
+                **(config.get(name) or {}),
+                **(overrides.get(name) or {}),
+            }
             if env:
                 in_force[name] = {k: str(v) for k, v in sorted(env.items())}
+        from scenarios.runtime.hidden import active_challenge  # hidden imports this module
+
+        challenge = active_challenge(self.config.home)
+        if challenge is not None:
+            # Named, not shown: the run is not on the shipped settings, and says so.
+            name = str((challenge.get("assignment") or {}).get("name", "?"))
+            in_force["challenge"] = {"hidden settings of": name}
         return in_force
 
     # --- logs ----------------------------------------------------------------------------
@@ -264,6 +285,28 @@ def flaw_env(flaws: FlawLayer) -> dict[str, dict[str, str]]:
         for service, env in services.items():
             merged.setdefault(service, {}).update({k: str(v) for k, v in env.items()})
     return merged
+
+
+def check_settings(name: str, env: Mapping[str, str] | None) -> None:
+    """What every runtime checks before it restarts a service with other settings."""
+    if name not in SERVICES:
+        raise RuntimeError_(f"only services can be reconfigured, not {name!r}")
+    bad = [k for k in (env or {}) if not k.startswith("CNOP_")]
+    if bad:
+        raise RuntimeError_(f"settings must be CNOP_* variables, got {', '.join(bad)}")
+
+
+def service_layers(home: Path, state: Mapping[str, Any], name: str) -> dict[str, str]:
+    """A service's settings beyond the sandbox's common ones, lowest first: a challenge's
+    hidden settings, the flaws switched on, the student's ``lab config``, a drill's
+    reconfiguration."""
+    from scenarios.runtime.hidden import hidden_env  # hidden imports this module
+
+    env = hidden_env(home, name)
+    env.update(flaw_env(state.get("flaws") or {}).get(name, {}))
+    env.update((state.get("config") or {}).get(name) or {})
+    env.update((state.get("overrides") or {}).get(name) or {})
+    return env
 
 
 def fault_flag_key(service: str, fault: str, ttl_seconds: int) -> str:

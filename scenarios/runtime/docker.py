@@ -44,10 +44,12 @@ from scenarios.runtime.base import (
     FlawLayer,
     Runtime,
     RuntimeError_,
+    check_settings,
     fault_flag_key,
     fault_flag_pattern,
     flaw_env,
     normalise_flaws,
+    service_layers,
 )
 from scenarios.runtime.edge import (
     MASQUERADED_NOTE,
@@ -406,18 +408,22 @@ class DockerRuntime(Runtime):
         self._engine(lambda d: d.network.connect(network, container["id"], alias=name))
 
     def reconfigure(self, name: str, env: Mapping[str, str] | None) -> None:
-        if name not in SERVICES:
-            raise RuntimeError_(f"only services can be reconfigured, not {name!r}")
-        bad = [k for k in (env or {}) if not k.startswith("CNOP_")]
-        if bad:
-            raise RuntimeError_(f"settings must be CNOP_* variables, got {', '.join(bad)}")
+        self._restart_with(name, "overrides", env)
+
+    def configure(self, name: str, env: Mapping[str, str] | None) -> None:
+        self._restart_with(name, "config", env)
+
+    def _restart_with(self, name: str, layer: str, env: Mapping[str, str] | None) -> None:
+        """Set one settings layer of a service (``overrides``: a drill's; ``config``: the
+        student's ``lab config``) and recreate just that service's container."""
+        check_settings(name, env)
         with self._locked():
             state = self._require_state()
-            overrides = state.setdefault("overrides", {})
+            settings = state.setdefault(layer, {})
             if env is None:
-                overrides.pop(name, None)
+                settings.pop(name, None)
             else:
-                overrides[name] = {k: str(v) for k, v in env.items()}
+                settings[name] = {k: str(v) for k, v in env.items()}
             self._write_override(state)
             self._save_state(state)
             # Recreating drops the old container's log; graders read events from before too.
@@ -646,7 +652,9 @@ class DockerRuntime(Runtime):
         )
 
     def _write_override(self, state: Mapping[str, Any]) -> None:
-        """Extra service settings: the sandbox's (every service) plus reconfigure()'s.
+        """Extra service settings: the sandbox's (every service), then per service a
+        challenge's hidden ones, the student's ``lab config`` and reconfigure()'s. (The file
+        holds the hidden ones in plain text: Docker shows a container's environment anyway.)
 
         No ``CNOP_TRUSTED_PROXIES``: the only peer in front of the gateway is Docker's port
         proxy, which writes no ``X-Forwarded-For``, so believing the header from it would let
@@ -654,13 +662,10 @@ class DockerRuntime(Runtime):
         """
         cfg = self.config
         common = {"CNOP_CORS_ORIGINS": json.dumps(cfg.cors_origins), **cfg.service_env}
-        overrides: Mapping[str, Mapping[str, str]] = state.get("overrides") or {}
-        flawed = flaw_env(state.get("flaws") or {})
         services: dict[str, Any] = {}
         for name in SERVICES:
             env = dict(common)
-            env.update(flawed.get(name, {}))
-            env.update(overrides.get(name, {}))
+            env.update(service_layers(cfg.home, state, name))
             services[name] = {"environment": env}
         text = "# Written by the lab's Docker runtime; regenerated on every change.\n"
         text += yaml.safe_dump({"services": services}, sort_keys=True)

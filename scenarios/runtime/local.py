@@ -44,10 +44,12 @@ from scenarios.runtime.base import (
     FlawLayer,
     Runtime,
     RuntimeError_,
+    check_settings,
     fault_flag_key,
     fault_flag_pattern,
     flaw_env,
     normalise_flaws,
+    service_layers,
 )
 from scenarios.runtime.promconfig import RULES, local_jobs, render_prometheus_config
 from scenarios.runtime.sandbox import SandboxLock, read_state
@@ -243,21 +245,25 @@ class LocalRuntime(Runtime):
         self._send_running(name, signal.SIGCONT)
 
     def reconfigure(self, name: str, env: Mapping[str, str] | None) -> None:
-        if name not in SERVICES:
-            raise RuntimeError_(f"only services can be reconfigured, not {name!r}")
-        bad = [k for k in (env or {}) if not k.startswith("CNOP_")]
-        if bad:
-            raise RuntimeError_(f"settings must be CNOP_* variables, got {', '.join(bad)}")
+        self._restart_with(name, "overrides", env)
+
+    def configure(self, name: str, env: Mapping[str, str] | None) -> None:
+        self._restart_with(name, "config", env)
+
+    def _restart_with(self, name: str, layer: str, env: Mapping[str, str] | None) -> None:
+        """Set one settings layer of a service (``overrides``: a drill's; ``config``: the
+        student's ``lab config``) and restart just that service."""
+        check_settings(name, env)
         with self._locked():
             state = self._require_state()
-            overrides = state.setdefault("overrides", {})
-            if env is None and name not in overrides and self._pid_state(state, name) is not None:
+            settings = state.setdefault(layer, {})
+            if env is None and name not in settings and self._pid_state(state, name) is not None:
                 # Already on its defaults: no restart, so a blanket "reset" stays cheap.
                 return
             if env is None:
-                overrides.pop(name, None)
+                settings.pop(name, None)
             else:
-                overrides[name] = {k: str(v) for k, v in env.items()}
+                settings[name] = {k: str(v) for k, v in env.items()}
             self._save_state(state)
         self.stop(name)
         self.start(name)
@@ -490,8 +496,7 @@ class LocalRuntime(Runtime):
             }
         )
         env.update(state.get("service_env", cfg.service_env))
-        env.update(flaw_env(state.get("flaws") or {}).get(name, {}))
-        env.update((state.get("overrides") or {}).get(name, {}))
+        env.update(service_layers(cfg.home, state, name))
         return [sys.executable, "-m", "cnop.run", name], env
 
     def _spawn(self, name: str, state: dict[str, Any], secret: str) -> dict[str, Any]:

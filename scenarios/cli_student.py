@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grader.assignments import AssignmentError, challenge_key, load_assignment
+from scenarios.cli_support import EXIT_OK, JsonOption, finish
 from scenarios.config import LabConfig
 from scenarios.hints import HintError, find_lab, reveal
 from scenarios.runtime import current_runtime
@@ -57,6 +59,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(config_app, name="config")
 
 
+def _spinner(text: str, quiet: bool) -> AbstractContextManager[object]:
+    return nullcontext() if quiet else console.status(text)
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     print(f"lab: {message}", file=sys.stderr)
     raise typer.Exit(code)
@@ -68,6 +74,7 @@ def hint(
     number: Annotated[
         int | None, typer.Argument(help="which hint (default: the next you have not seen)")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Reveal a lab's hints one at a time (then its answer sketch); each reveal is recorded."""
     home = LabConfig().home
@@ -77,6 +84,19 @@ def hint(
     except HintError as exc:
         _fail(str(exc))
     total = len(found.hints)
+    if as_json:
+        finish(
+            "hint",
+            EXIT_OK,
+            True,
+            lab=found.lab,
+            scenario=found.scenario,
+            number=shown.number,
+            of=total,
+            title=shown.title,
+            text=shown.text,
+            first_reveal=first,
+        )
     console.rule(f"{found.title}: {shown.title} ({shown.number} of {total})")
     print(shown.text)  # as written: rich would wrap the catalogue's lines a second time
     console.rule()
@@ -164,6 +184,7 @@ def _apply(runtime: Runtime, service: str, wanted: dict[str, str], before: dict[
 def config_set(
     service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICES)}")],
     settings: Annotated[list[str], typer.Argument(help="CNOP_SETTING=VALUE (one or more)")],
+    as_json: JsonOption = False,
 ) -> None:
     """Change settings of one service and restart only it (kept until `lab down`)."""
     _check_service(service)
@@ -174,8 +195,10 @@ def config_set(
     runtime = _running()
     before = _student_settings(runtime).get(service, {})
     wanted = {**before, **given}
-    with console.status(f"restarting {service}..."):
+    with _spinner(f"restarting {service}...", as_json):
         _apply(runtime, service, wanted, before)
+    if as_json:
+        finish("config set", EXIT_OK, True, service=service, settings=wanted)
     shown = ", ".join(f"{k}={v}" for k, v in given.items())
     console.print(f"[green]{service}[/] restarted with {shown}", highlight=False)
 
@@ -186,6 +209,7 @@ def config_unset(
     keys: Annotated[
         list[str] | None, typer.Argument(help="settings to take back (default: all of them)")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Take back settings you set on a service and restart only it."""
     _check_service(service)
@@ -196,22 +220,31 @@ def config_unset(
         _fail(f"you did not set {', '.join(unknown)} on {service} (`lab config show`)")
     wanted = {k: v for k, v in before.items() if keys and k not in keys}
     if wanted == before:
+        if as_json:
+            finish("config unset", EXIT_OK, True, service=service, settings=before)
         console.print(f"{service}: nothing to take back", highlight=False)
         return
-    with console.status(f"restarting {service}..."):
+    with _spinner(f"restarting {service}...", as_json):
         _apply(runtime, service, wanted, before)
+    if as_json:
+        finish("config unset", EXIT_OK, True, service=service, settings=wanted)
     console.print(f"[green]{service}[/] restarted without {', '.join(keys or before)}")
 
 
 @config_app.command("show")
 def config_show(
     service: Annotated[str | None, typer.Argument(help="one service (default: all)")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List the settings you changed with `lab config set` (not the defaults, not hidden ones)."""
     if service is not None:
         _check_service(service)
     runtime = _running()
     mine = _student_settings(runtime)
+    challenge = active_challenge(runtime.config.home)
+    if as_json:
+        shown = {n: mine.get(n, {}) for n in ([service] if service else SERVICES)}
+        finish("config show", EXIT_OK, True, settings=shown, challenge=bool(challenge))
     table = Table(title="settings you set (`lab config set`)", header_style="bold", expand=False)
     for column in ("service", "setting", "value"):
         table.add_column(column)
@@ -219,7 +252,6 @@ def config_show(
         for key, value in sorted(mine.get(name, {}).items()):
             table.add_row(name, key, value)
     console.print(table if table.row_count else "no settings changed: every service on its own")
-    challenge = active_challenge(runtime.config.home)
     if challenge:
         name = (challenge.get("assignment") or {}).get("name", "?")
         console.print(

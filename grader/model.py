@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # 1.1 added each check's raw evidence (``CheckResult.raw``), the run's provenance and its seal;
 # every 1.x result reads with this model (the new fields are optional).
@@ -43,6 +43,12 @@ class _Spec(BaseModel):
 Comparison = Literal["<", "<=", "==", "!=", ">=", ">"]
 
 
+def _needs_value(spec: Any) -> Any:
+    if spec.value is None and spec.setting is None:
+        raise ValueError("needs `value` (or `setting`, the configured number to compare with)")
+    return spec
+
+
 class PromQLCheck(_Spec):
     kind: Literal["promql"] = "promql"
     query: str  # may use {window} (e.g. "45s") and {param} placeholders
@@ -50,7 +56,9 @@ class PromQLCheck(_Spec):
     mode: Literal["instant", "range"] = "instant"
     reduce: Literal["sum", "max", "min", "last", "count"] = "sum"  # over series (and samples)
     op: Comparison
-    value: float
+    value: float = None  # type: ignore[assignment]  # required unless `setting` gives it
+
+    _value_or_setting = model_validator(mode="after")(lambda self: _needs_value(self))
 
     @field_validator("query")
     @classmethod
@@ -116,8 +124,8 @@ class TrafficCheck(_Spec):
         # limit + limit / window x (last send - first send), with `rate_limit` naming the two
         # settings; 0 is a limiter that admits exactly what it promises.
         "admitted_over_envelope",
-        "min_latency_ms",  # fastest response with status in `statuses`
-        "max_latency_ms",  # slowest response with status in `statuses`
+        "min_latency_s",  # fastest response with status in `statuses` (s)
+        "max_latency_s",  # slowest response with status in `statuses` (s)
         # Answers a circuit breaker with the configured rules would not have given, replaying
         # the calls in order (grader.checks.breaker_model); `statuses` are the upstream's
         # failures (default 5xx but 503), 503 is the open breaker.
@@ -130,7 +138,9 @@ class TrafficCheck(_Spec):
     statuses: list[int] = []
     window: str = "drill"
     op: Comparison
-    value: float
+    value: float = None  # type: ignore[assignment]  # required unless `setting` gives it
+
+    _value_or_setting = model_validator(mode="after")(lambda self: _needs_value(self))
 
 
 class InvariantCheck(_Spec):

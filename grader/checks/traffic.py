@@ -89,11 +89,11 @@ def evaluate(spec: TrafficCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
         observed = None if p99 is None else p99 * 1000
         if chosen:
             evidence["max_latency_ms"] = plain(max(o.latency_s for o in chosen) * 1000)
-    elif metric in ("min_latency_ms", "max_latency_ms"):
+    elif metric in ("min_latency_s", "max_latency_s"):
         chosen = [o.latency_s for o in inside if not wanted or o.status in wanted]
         evidence["measured"] = len(chosen)
-        pick = min if metric == "min_latency_ms" else max
-        observed = pick(chosen) * 1000 if chosen else None
+        pick = min if metric == "min_latency_s" else max
+        observed = pick(chosen) if chosen else None
     elif metric == "admitted_over_envelope":
         observed = _over_envelope(spec, env, inside, evidence)
     elif metric == "breaker_mismatches":

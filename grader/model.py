@@ -120,9 +120,9 @@ class TrafficCheck(_Spec):
         "time_to_detect_s",  # first `statuses` response after the phase started
         "time_to_recover_s",  # first run of successes after the phase ended
         "max_5xx",  # number of 5xx responses
-        # Requests the limiter let through (every answer but 429) minus the GCRA envelope
-        # limit + limit / window x (last send - first send), with `rate_limit` naming the two
-        # settings; 0 is a limiter that admits exactly what it promises.
+        # Requests the limiter let through (every answer but 429) against the GCRA envelope
+        # limit + limit / window x elapsed: 0 within it, else the distance to the bound crossed
+        # (more than that over the run, or fewer before the first 429); `uses` names the two.
         "admitted_over_envelope",
         "min_latency_s",  # fastest response with status in `statuses` (s)
         "max_latency_s",  # slowest response with status in `statuses` (s)

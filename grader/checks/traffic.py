@@ -142,8 +142,9 @@ def _over_envelope(
 
     * never more: in no stretch of the run [a, b] more than limit + rate x (b - a) admitted;
     * never refused early: before each 429 there is a stretch [a, 429) in which the client
-      already got limit + rate x (429 - a) through (the bucket was empty), however slowly it
-      sent before (a bucket never holds more than ``limit``, so idle time is not banked).
+      already got more than limit - 1 + rate x (429 - a) through (less than one request was
+      left), however slowly it sent before (a bucket never holds more than ``limit``, so idle
+      time is not banked).
 
     0 when both hold, else the signed distance to the bound crossed (over: positive)."""
     names, (limit, window) = used_settings(spec, env, ("limit", "window"))
@@ -170,7 +171,8 @@ def _over_envelope(
             if before
             else 0.0
         )
-        under = min(under, best - limit)
+        # Refused: the bucket held less than one whole request, so best > limit - 1.
+        under = min(under, best - (limit - 1))
     evidence.update(
         {
             "admitted": len(times),

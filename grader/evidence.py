@@ -208,6 +208,8 @@ def _observations_columns(observations: list[Observation]) -> dict[str, list[Any
         "status": [o.status for o in observations],
         "latency_s": [o.latency_s for o in observations],
         "route": [o.route for o in observations],
+        # The answers' headers a check reads (request ids, Retry-After, RateLimit-*).
+        "headers": [o.headers for o in observations],
     }
 
 
@@ -222,9 +224,8 @@ def _keep_log_event(spec: CheckSpec, phase: Phase | None) -> Callable[[dict[str,
         moment = event_time(event)
         if moment is None or not start <= moment <= end:
             return False
-        return matches(event, spec.match) or (
-            spec.before is not None and matches(event, spec.before)
-        )
+        selectors = [spec.match, spec.before, spec.after, spec.until]
+        return any(wanted is not None and matches(event, wanted) for wanted in selectors)
 
     return keep
 
@@ -352,13 +353,17 @@ class _ReplayLogs:
 
 def _observations(name: str, columns: dict[str, list[Any]]) -> list[Observation]:
     routes = columns.get("route") or [""] * len(columns.get("t", []))
+    headers = columns.get("headers") or [{}] * len(columns.get("t", []))  # older tapes: none
     return [
-        Observation(generator=name, t=t, status=status, latency_s=latency, route=route)
-        for t, status, latency, route in zip(
+        Observation(
+            generator=name, t=t, status=status, latency_s=latency, route=route, headers=kept
+        )
+        for t, status, latency, route, kept in zip(
             columns.get("t", []),
             columns.get("status", []),
             columns.get("latency_s", []),
             routes,
+            headers,
             strict=True,
         )
     ]

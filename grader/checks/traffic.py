@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from grader.checks.breaker_model import BreakerRules, replay_breaker
 from grader.checks.common import (
     CheckEnv,
     CheckError,
@@ -18,6 +19,7 @@ from grader.checks.common import (
     comparison_evidence,
     phase_of,
     plain,
+    read_setting,
     window_evidence,
 )
 from grader.model import Observation, TrafficCheck
@@ -87,15 +89,104 @@ def evaluate(spec: TrafficCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
         observed = None if p99 is None else p99 * 1000
         if chosen:
             evidence["max_latency_ms"] = plain(max(o.latency_s for o in chosen) * 1000)
+    elif metric in ("min_latency_s", "max_latency_s"):
+        chosen = [o.latency_s for o in inside if not wanted or o.status in wanted]
+        evidence["measured"] = len(chosen)
+        pick = min if metric == "min_latency_s" else max
+        observed = pick(chosen) if chosen else None
+    elif metric == "admitted_over_envelope":
+        observed = _over_envelope(spec, env, inside, evidence)
+    elif metric == "breaker_mismatches":
+        roles = (
+            "failure_rate",
+            "window",
+            "min_calls",
+            "consecutive_failures",
+            "half_open_calls",
+            "open_seconds",
+        )
+        _, numbers = used_settings(spec, env, roles)
+        policy = BreakerRules(*numbers)
+        failures = wanted or {s for s in range(500, 600) if s != 503}
+        replay = replay_breaker([(o.t, o.latency_s, o.status) for o in inside], policy, failures)
+        evidence["configured"] = {role: plain(n) for role, n in zip(roles, numbers, strict=True)}
+        evidence.update(replay.evidence())
+        observed = float(len(replay.mismatches))
     elif metric == "time_to_detect_s":
         observed = _time_to_detect(inside, wanted, start, evidence)
     elif metric == "time_to_recover_s":
         observed = _time_to_recover(everything, wanted, end, evidence)
     else:  # pragma: no cover - the model's Literal forbids it
         raise CheckError(f"unknown traffic metric {metric!r}")
-    passed = compare(observed, spec.op, spec.value)
-    evidence.update(comparison_evidence(observed, spec.op, spec.value, passed))
+    passed = compare(observed, spec.op, spec.value, spec.tolerance)
+    evidence.update(comparison_evidence(observed, spec.op, spec.value, passed, spec.tolerance))
     return passed, evidence
+
+
+def used_settings(
+    spec: TrafficCheck, env: CheckEnv, roles: tuple[str, ...]
+) -> tuple[dict[str, str], list[float]]:
+    """The configured numbers a metric needs, read at the end of the check's window."""
+    missing = [role for role in roles if role not in spec.uses]
+    if missing:
+        raise CheckError(f"{spec.metric} needs `uses` to name: {', '.join(missing)}")
+    end = phase_of(env.ctx, spec.window).end
+    return spec.uses, [read_setting(env, spec.uses[role], end) for role in roles]
+
+
+def _over_envelope(
+    spec: TrafficCheck, env: CheckEnv, inside: list[Observation], evidence: dict[str, Any]
+) -> float | None:
+    """How far the requests the limiter admitted (any answer but 429) lie outside what GCRA,
+    a token bucket of ``limit`` refilled at ``limit / window`` per second, promises:
+
+    * never more: in no stretch of the run [a, b] more than limit + rate x (b - a) admitted;
+    * never refused early: before each 429 there is a stretch [a, 429) in which the client
+      already got more than limit - 1 + rate x (429 - a) through (less than one request was
+      left), however slowly it sent before (a bucket never holds more than ``limit``, so idle
+      time is not banked).
+
+    0 when both hold, else the signed distance to the bound crossed (over: positive)."""
+    names, (limit, window) = used_settings(spec, env, ("limit", "window"))
+    answered = sorted((o for o in inside if o.status != 0), key=lambda o: o.t)
+    if not answered or window <= 0 or limit <= 0:
+        return None
+    rate = limit / window
+    times = [o.t for o in answered if o.status != 429]
+    over = (
+        max(
+            (j - i + 1) - (limit + rate * (times[j] - times[i]))
+            for i in range(len(times))
+            for j in range(i, len(times))
+        )
+        if times
+        else 0.0
+    )
+    refusals = [o.t for o in answered if o.status == 429]
+    under = 0.0
+    for refused_at in refusals:
+        before = [t for t in times if t < refused_at]
+        best = (
+            max((len(before) - i) - rate * (refused_at - before[i]) for i in range(len(before)))
+            if before
+            else 0.0
+        )
+        # Refused: the bucket held less than one whole request, so best > limit - 1.
+        under = min(under, best - (limit - 1))
+    evidence.update(
+        {
+            "admitted": len(times),
+            "limited": len(refusals),
+            "elapsed_s": plain(answered[-1].t - answered[0].t),
+            "most_over_the_bucket": plain(over),
+            "most_refused_early": plain(-under),
+            "bucket": (
+                f"{names['limit']} {plain(limit)} at once, refilled at {plain(limit)} / "
+                f"{names['window']} {plain(window)} per second"
+            ),
+        }
+    )
+    return over if over > 0 else under
 
 
 def _time_to_detect(

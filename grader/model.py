@@ -15,9 +15,12 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from grader.findings import Finding
+
 # 1.1 added each check's raw evidence (``CheckResult.raw``), the run's provenance and its seal;
+# 1.2 a security scan's findings, its engine run and the flaws that were on (``lab scan``);
 # every 1.x result reads with this model (the new fields are optional).
-RESULT_SCHEMA_VERSION = "1.1"
+RESULT_SCHEMA_VERSION = "1.2"
 
 
 class _Spec(BaseModel):
@@ -244,6 +247,10 @@ class RunResult(BaseModel):
     seal: dict[str, str] | None = None
     # Drill client address (as the scenario names it) -> the address the gateway saw it as.
     client_addresses: dict[str, str] = {}
+    # A security scan (schema 1.2): what every engine found, and how the engines ran (engine,
+    # version, duration, operations, report files).
+    findings: list[Finding] = []
+    scan: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from grader import svg
+from grader.findings import OWASP_API_2023, by_category
 from grader.model import Chart, CheckResult, Phase, RunResult
 from grader.prometheus import to_epoch
 
@@ -123,6 +124,39 @@ def _check_view(check: CheckResult) -> dict[str, Any]:
     }
 
 
+def _findings_view(result: RunResult) -> list[dict[str, Any]]:
+    """A scan's findings grouped by OWASP API Security Top 10 (2023) category, worst first."""
+    groups = []
+    for key, members in by_category(result.findings).items():
+        groups.append(
+            {
+                "key": key.split(":")[0] if key in OWASP_API_2023 else "Other",
+                "name": OWASP_API_2023.get(key, "Weaknesses outside the API Top 10"),
+                "gated": sum(1 for f in members if f.gated),
+                "findings": [
+                    {
+                        "id": f.id,
+                        "engine": f.engine,
+                        "rule": f.rule,
+                        "title": f.title,
+                        "risk": f.risk,
+                        "confidence": f.confidence,
+                        "level": f.level,
+                        "cwe": f"CWE-{f.cwe}" if f.cwe else "",
+                        "where": f.where,
+                        "evidence": f.evidence,
+                        "fix": f.fix,
+                        "flaw": f.flaw or "",
+                        "instances": f.instances,
+                        "reproduce": f.reproduce,
+                    }
+                    for f in members
+                ],
+            }
+        )
+    return groups
+
+
 def _view(result: RunResult) -> dict[str, Any]:
     origin = _origin(result)
     phases = [
@@ -147,6 +181,8 @@ def _view(result: RunResult) -> dict[str, Any]:
         "passed_count": len(checks) - len(failed),
         "required_failed": [c for c in failed if c["required"]],
         "charts": [_chart_view(c, result.phases, origin) for c in result.charts],
+        "finding_groups": _findings_view(result),
+        "scan": result.scan,
         "params": {k: json.dumps(v, default=str) for k, v in sorted(result.params.items())},
         "mode": result.mode_label,
         "settings": {

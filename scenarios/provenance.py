@@ -33,6 +33,7 @@ __all__ = [
     "TagError",
     "assigned_settings",
     "collect",
+    "collect_for",
     "file_sha256",
     "run_tags",
     "settings_in_force",
@@ -116,8 +117,12 @@ def _lab_settings(config: LabConfig) -> dict[str, Any]:
 
 
 def collect(scenario: Scenario, runtime: Runtime, tags: RunTags | None = None) -> Provenance:
+    return collect_for(SCENARIO_DIR / f"{scenario.name}.yaml", runtime, tags)
+
+
+def collect_for(source: Path, runtime: Runtime, tags: RunTags | None = None) -> Provenance:
+    """The provenance of a run defined by the file ``source`` (a scenario, a scan's rules)."""
     tags = tags or RunTags()
-    source = SCENARIO_DIR / f"{scenario.name}.yaml"
     commit = _git("rev-parse", "HEAD")
     dirty = None if commit is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
     return Provenance(

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "scenarios.cli_drills",
     "scenarios.cli_images",
     "scenarios.cli_instructor",
+    "scenarios.cli_flaws",
 )
 
 

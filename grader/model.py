@@ -209,6 +209,8 @@ class Provenance(BaseModel):
     # CNOP_* service settings in force that differ from the defaults: service (or "all" for
     # what every service got) -> settings. Empty: the platform ran with its hardened defaults.
     settings: dict[str, dict[str, str]] = {}
+    # Flaws of security/flaws.yaml switched on (their settings are in `settings` too).
+    flaws: list[str] = []
     # CNOP_LAB_* settings given explicitly (secrets left out).
     lab_settings: dict[str, Any] = {}
     assignment: dict[str, str] | None = None  # name, key_id: the run was made for it
@@ -241,6 +243,8 @@ class RunResult(BaseModel):
     mode: Literal["hardened", "weakened", "custom"] = "hardened"
     # The CNOP_* settings each service ran with beyond its defaults when the run began.
     settings: dict[str, dict[str, str]] = {}
+    # The flaws (security/flaws.yaml) on when the run began; any flaw makes the mode "custom".
+    flaws: list[str] = []
     provenance: Provenance | None = None  # schema 1.1
     # HMAC over the provenance and every check's raw evidence, with the assignment's key
     # (grader.bundles.seal_result); set only for runs made with `--assignment`.

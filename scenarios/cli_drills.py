@@ -271,7 +271,7 @@ def report(
 
 def reset() -> None:
     """Undo any drill's leftovers: faults, limiter/lock/block keys, paused, stopped and
-    reconfigured services."""
+    reconfigured services, and every flaw switched on."""
     runtime = _runtime()
     cleared = runtime.clear_faults()
     console.print(f"cleared {cleared} fault flags", highlight=False)
@@ -284,6 +284,10 @@ def reset() -> None:
         elif state in ("stopped", "exited"):
             console.print(f"start {name}", highlight=False)
             runtime.start(name)
+    flawed = sorted(runtime.flaws_in_force())
+    if flawed:
+        console.print(f"flaws off: {', '.join(flawed)}", highlight=False)
+        runtime.set_flaws({})
     for name in SERVICES:
         console.print(f"{name}: default settings", highlight=False)
         runtime.reconfigure(name, None)

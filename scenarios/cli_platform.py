@@ -62,8 +62,16 @@ def up(
     port_offset: Annotated[
         int | None, typer.Option(min=0, help="add N to every port (CNOP_LAB_PORT_OFFSET)")
     ] = None,
+    flaw: Annotated[
+        list[str] | None,
+        typer.Option("--flaw", help="switch this flaw on from the start (repeatable; `lab flaws`)"),
+    ] = None,
 ) -> None:
     """Start the platform in the background and print its URLs."""
+    from scenarios.cli_flaws import check_names  # the flaw catalogue is optional to `lab up`
+    from scenarios.flaws import flaw_layer
+
+    flaws = flaw_layer(check_names(flaw)) if flaw else None
     config = LabConfig()
     if port_offset is not None:
         config = config.model_copy(update={"port_offset": port_offset})
@@ -79,12 +87,18 @@ def up(
     chosen = get_runtime(name, config)
     started = time.perf_counter()
     with console.status(f"starting the platform ({chosen.name} runtime)..."):
-        endpoints = chosen.up(persist=persist, timeout=timeout)
+        endpoints = chosen.up(persist=persist, timeout=timeout, flaws=flaws)
     elapsed = time.perf_counter() - started
     console.print(
         f"[green]ready[/green] in {elapsed:.1f} s ({chosen.name} runtime"
         f"{', persistent' if persist else ''}; sandbox {config.home})"
     )
+    if flaws:
+        console.print(
+            f"[red]flaws on[/red]: {', '.join(flaws)} (not the hardened platform; "
+            "`lab reset` switches them off)",
+            highlight=False,
+        )
     table = Table(show_header=True, header_style="bold")
     table.add_column("what")
     table.add_column("URL")

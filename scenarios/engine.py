@@ -535,6 +535,7 @@ def run_scenario(
         errors=run.errors,
         mode=claimed,
         settings=in_force,
+        flaws=provenance.flaws,
         traffic=traffic,
         provenance=provenance,
         client_addresses=_client_addresses(scenario, net),

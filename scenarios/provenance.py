@@ -23,7 +23,7 @@ from typing import Any
 from grader.assignments import Assignment, AssignmentError, check_student, load_assignment
 from grader.model import Provenance
 from scenarios.config import REPO_ROOT, LabConfig
-from scenarios.runtime.base import Runtime, RuntimeError_
+from scenarios.runtime.base import Runtime, RuntimeError_, flaw_env
 from scenarios.runtime.sandbox import read_state
 from scenarios.schema import SCENARIO_DIR, Scenario
 
@@ -35,6 +35,7 @@ __all__ = [
     "collect",
     "collect_for",
     "file_sha256",
+    "flaws_in_force",
     "run_tags",
     "settings_in_force",
 ]
@@ -91,7 +92,7 @@ def _redact(settings: dict[str, Any]) -> dict[str, str]:
 
 def settings_in_force(runtime: Runtime) -> dict[str, dict[str, str]]:
     """Service settings beyond the defaults: ``all`` (given to every service by ``lab up``)
-    and per service (a drill's or selftest's reconfiguration still in force)."""
+    and per service (the flaws switched on, then a drill's or selftest's reconfiguration)."""
     try:
         state = read_state(runtime.config.state_file) or {}
     except RuntimeError_:
@@ -100,10 +101,21 @@ def settings_in_force(runtime: Runtime) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     if common:
         out["all"] = _redact(dict(common))
-    for service, env in sorted((state.get("overrides") or {}).items()):
+    flawed = flaw_env(state.get("flaws") or {})
+    overrides = state.get("overrides") or {}
+    for service in sorted({*flawed, *overrides}):
+        env = {**flawed.get(service, {}), **(overrides.get(service) or {})}
         if env:
-            out[service] = _redact(dict(env))
+            out[service] = _redact(env)
     return out
+
+
+def flaws_in_force(runtime: Runtime) -> list[str]:
+    """The names of the flaws on in the sandbox (none when it cannot tell)."""
+    try:
+        return sorted(runtime.flaws_in_force())
+    except RuntimeError_:
+        return []
 
 
 def _lab_settings(config: LabConfig) -> dict[str, Any]:
@@ -136,6 +148,7 @@ def collect_for(source: Path, runtime: Runtime, tags: RunTags | None = None) -> 
         scenario_file=os.path.relpath(source, REPO_ROOT) if source.exists() else "",
         scenario_sha256=file_sha256(source) if source.exists() else None,
         settings=settings_in_force(runtime),
+        flaws=flaws_in_force(runtime),
         lab_settings=_lab_settings(runtime.config),
         assignment=tags.assignment.ref if tags.assignment else None,
     )

@@ -75,8 +75,10 @@ class Runtime(abc.ABC):
 
     def signing_secret(self) -> str:
         """The sandbox's JWT secret. The lab operates the platform (it generated the secret), so
-        a drill can mint what an attacker could only replay: a correctly signed, expired token."""
-        return self.config.jwt_secret()
+        a drill can mint what an attacker could only replay: a correctly signed, expired token.
+        A flaw that replaces the secret (weak-jwt-secret) replaces it here too."""
+        weak = flaw_env(self.flaws_in_force()).get("user", {}).get("CNOP_JWT_SECRET")
+        return weak or self.config.jwt_secret()
 
     def internal_headers(self) -> dict[str, str]:
         """Headers that let the lab call a backend straight (bench, diagnostics), as the
@@ -85,7 +87,10 @@ class Runtime(abc.ABC):
 
     # --- lifecycle -----------------------------------------------------------------------
     @abc.abstractmethod
-    def up(self, *, persist: bool = False, timeout: float = 60.0) -> Endpoints: ...
+    def up(
+        self, *, persist: bool = False, timeout: float = 60.0, flaws: FlawLayer | None = None
+    ) -> Endpoints:
+        """Start the sandbox; ``flaws`` (see set_flaws()) are on from the first start."""
 
     @abc.abstractmethod
     def down(self) -> None: ...
@@ -139,6 +144,22 @@ class Runtime(abc.ABC):
         """Restart a service with extra settings (``{"CNOP_BREAKER_ENABLED": "false"}``),
         or with its defaults again when ``env`` is None; waits until it is ready."""
 
+    # --- flaws (security/flaws.yaml; scenarios.flaws is the face of this) ------------------
+    def flaws_in_force(self) -> FlawLayer:
+        """The flaws switched on in this sandbox: name -> service -> ``CNOP_*`` settings."""
+        from scenarios.runtime.sandbox import read_state  # sandbox imports this module
+
+        state = read_state(self.config.state_file) or {}
+        return normalise_flaws(state.get("flaws") or {})
+
+    def set_flaws(self, flaws: FlawLayer) -> list[str]:
+        """Switch exactly ``flaws`` on (name -> service -> settings), every other flaw off, and
+        restart only the services whose flaw settings change; returns those services.
+
+        Flaw settings sit between ``CNOP_LAB_SERVICE_ENV`` and a reconfigure()'s, so a drill
+        that reconfigures a service and restores its defaults leaves the flaw on."""
+        raise RuntimeError_(f"flaws are not supported by the {self.name} runtime")
+
     # --- fault flags and Redis state (the platform reads these keys; see docs/faults.md) ---
     @abc.abstractmethod
     def set_fault(
@@ -181,9 +202,10 @@ class Runtime(abc.ABC):
         if not isinstance(common, dict):  # a runtime that does not record it reads the config
             common = dict(self.config.service_env)
         overrides = state.get("overrides") or {}
+        flawed = flaw_env(state.get("flaws") or {})
         in_force: dict[str, dict[str, str]] = {}
         for name in SERVICES:
-            env = {**common, **(overrides.get(name) or {})}
+            env = {**common, **flawed.get(name, {}), **(overrides.get(name) or {})}
             if env:
                 in_force[name] = {k: str(v) for k, v in sorted(env.items())}
         return in_force
@@ -205,6 +227,37 @@ class Runtime(abc.ABC):
             if since is not None and not _at_or_after(event.get("timestamp"), since):
                 continue
             yield event
+
+
+FlawLayer = Mapping[str, Mapping[str, Mapping[str, str]]]
+
+
+def normalise_flaws(flaws: FlawLayer) -> dict[str, dict[str, dict[str, str]]]:
+    """``flaws`` checked (known services, ``CNOP_*`` names) and with every value a string."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for flaw, services in sorted(flaws.items()):
+        out[flaw] = {}
+        for service, env in sorted(services.items()):
+            if service not in SERVICES:
+                raise RuntimeError_(
+                    f"flaw {flaw}: unknown service {service!r}; one of: {', '.join(SERVICES)}"
+                )
+            bad = [k for k in env if not k.startswith("CNOP_")]
+            if bad:
+                raise RuntimeError_(
+                    f"flaw {flaw}: settings must be CNOP_* variables, got {', '.join(bad)}"
+                )
+            out[flaw][service] = {k: str(v) for k, v in sorted(env.items())}
+    return out
+
+
+def flaw_env(flaws: FlawLayer) -> dict[str, dict[str, str]]:
+    """Per service, the settings of every flaw in ``flaws`` together (in name order)."""
+    merged: dict[str, dict[str, str]] = {}
+    for _name, services in sorted(flaws.items()):
+        for service, env in services.items():
+            merged.setdefault(service, {}).update({k: str(v) for k, v in env.items()})
+    return merged
 
 
 def fault_flag_key(service: str, fault: str, ttl_seconds: int) -> str:

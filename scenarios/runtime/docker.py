@@ -41,10 +41,13 @@ from scenarios.runtime.base import (
     ClientAddresses,
     ComponentStatus,
     Endpoints,
+    FlawLayer,
     Runtime,
     RuntimeError_,
     fault_flag_key,
     fault_flag_pattern,
+    flaw_env,
+    normalise_flaws,
 )
 from scenarios.runtime.edge import (
     MASQUERADED_NOTE,
@@ -140,8 +143,11 @@ class DockerRuntime(Runtime):
         return all(images.image_exists(image) for image in wanted)
 
     # ================================================================ lifecycle
-    def up(self, *, persist: bool = False, timeout: float = 60.0) -> Endpoints:
+    def up(
+        self, *, persist: bool = False, timeout: float = 60.0, flaws: FlawLayer | None = None
+    ) -> Endpoints:
         cfg = self.config
+        wanted_flaws = normalise_flaws(flaws or {})
         if persist:
             # moto keeps DynamoDB in memory and `down` removes the volumes: nothing would persist.
             raise RuntimeError_(
@@ -190,6 +196,7 @@ class DockerRuntime(Runtime):
                 "edge_subnet": edge_subnet,
                 "clients": {},  # drill address -> its address on the edge network
                 "overrides": {},
+                "flaws": wanted_flaws,  # security/flaws.yaml, switched on at start
             }
             self._write_override(state)
             self._save_state(state)  # early, so `lab down` cleans up a half-started project
@@ -416,6 +423,34 @@ class DockerRuntime(Runtime):
                 name,
             )
 
+    def set_flaws(self, flaws: FlawLayer) -> list[str]:
+        wanted = normalise_flaws(flaws)
+        with self._locked():
+            state = self._require_state()
+            before = flaw_env(state.get("flaws") or {})
+            state["flaws"] = wanted
+            after = flaw_env(wanted)
+            changed = [s for s in SERVICES if before.get(s, {}) != after.get(s, {})]
+            self._write_override(state)
+            self._save_state(state)
+            if not changed:
+                return []
+            for name in changed:
+                self._archive_logs(name)
+            # Recreate only those services, together, with their new environment.
+            self._compose(
+                "up",
+                "--detach",
+                "--no-deps",
+                "--no-build",
+                "--force-recreate",
+                "--wait",
+                "--wait-timeout",
+                str(int(START_TIMEOUT_SECONDS)),
+                *changed,
+            )
+        return changed
+
     # ================================================================ fault flags / Redis
     def set_fault(
         self, service: str, fault: str, params: Mapping[str, Any], ttl_seconds: int
@@ -600,9 +635,11 @@ class DockerRuntime(Runtime):
         cfg = self.config
         common = {"CNOP_CORS_ORIGINS": json.dumps(cfg.cors_origins), **cfg.service_env}
         overrides: Mapping[str, Mapping[str, str]] = state.get("overrides") or {}
+        flawed = flaw_env(state.get("flaws") or {})
         services: dict[str, Any] = {}
         for name in SERVICES:
             env = dict(common)
+            env.update(flawed.get(name, {}))
             env.update(overrides.get(name, {}))
             services[name] = {"environment": env}
         text = "# Written by the lab's Docker runtime; regenerated on every change.\n"

@@ -39,10 +39,13 @@ from scenarios.runtime.base import (
     SERVICES,
     ComponentStatus,
     Endpoints,
+    FlawLayer,
     Runtime,
     RuntimeError_,
     fault_flag_key,
     fault_flag_pattern,
+    flaw_env,
+    normalise_flaws,
 )
 from scenarios.runtime.promconfig import RULES, local_jobs, render_prometheus_config
 from scenarios.runtime.sandbox import SandboxLock, read_state
@@ -74,8 +77,11 @@ class LocalRuntime(Runtime):
         self._lock = SandboxLock(self.config.home)
 
     # ================================================================ lifecycle
-    def up(self, *, persist: bool = False, timeout: float = 60.0) -> Endpoints:
+    def up(
+        self, *, persist: bool = False, timeout: float = 60.0, flaws: FlawLayer | None = None
+    ) -> Endpoints:
         cfg = self.config
+        wanted_flaws = normalise_flaws(flaws or {})
         with self._locked():
             old = self._load_state()
             if old is not None:
@@ -110,6 +116,7 @@ class LocalRuntime(Runtime):
                 "binaries": binaries,
                 "components": {},
                 "overrides": {},
+                "flaws": wanted_flaws,  # security/flaws.yaml, switched on at start
             }
             self._save_state(state)  # early, so `lab down` can clean up a half-started sandbox
             began = time.monotonic()
@@ -254,6 +261,30 @@ class LocalRuntime(Runtime):
             self._save_state(state)
         self.stop(name)
         self.start(name)
+
+    def set_flaws(self, flaws: FlawLayer) -> list[str]:
+        wanted = normalise_flaws(flaws)
+        with self._locked():
+            state = self._require_state()
+            before = flaw_env(state.get("flaws") or {})
+            state["flaws"] = wanted
+            after = flaw_env(wanted)
+            changed = [s for s in SERVICES if before.get(s, {}) != after.get(s, {})]
+            self._save_state(state)
+        if not changed:
+            return []
+        for name in changed:
+            self.stop(name)
+        # Started together and waited for together: six services restart in the time of one.
+        with self._locked():
+            state = self._require_state()
+            secret = self.config.jwt_secret()
+            for name in changed:
+                if self._pid_state(state, name) is None:
+                    state["components"][name] = self._spawn(name, state, secret)
+            self._save_state(state)
+        self._wait_ready(changed, state, time.monotonic() + START_TIMEOUT_SECONDS)
+        return changed
 
     # ================================================================ fault flags / Redis
     def set_fault(
@@ -457,6 +488,7 @@ class LocalRuntime(Runtime):
             }
         )
         env.update(state.get("service_env", cfg.service_env))
+        env.update(flaw_env(state.get("flaws") or {}).get(name, {}))
         env.update((state.get("overrides") or {}).get(name, {}))
         return [sys.executable, "-m", "cnop.run", name], env
 

@@ -64,6 +64,7 @@ def build_context(settings: ServiceSettings, *, uses_dynamodb: bool) -> ServiceC
             leeway_seconds=settings.jwt_leeway_seconds,
             fail_open_on_redis_error=settings.redis_fail_open_reads,
             check_revocation=settings.token_revocation_enabled,
+            accept_unsigned=settings.jwt_accept_unsigned,
         ),
         locks=UserLocks(
             redis,
@@ -151,7 +152,7 @@ def create_service_app(
     app.include_router(health_router(settings.service_name, checks, liveness, liveness_model))
     for router in routers:
         app.include_router(router)
-    install_problem_handlers(app)
+    install_problem_handlers(app, verbose=settings.verbose_errors)
 
     # Added innermost first (see the module docstring for the resulting order).
     app.add_middleware(
@@ -162,11 +163,15 @@ def create_service_app(
     app.add_middleware(FaultMiddleware, flags=ctx.faults)
     if internal_only and settings.internal_auth_enabled:
         app.add_middleware(InternalAuthMiddleware, secret=settings.internal_token)
-    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(UnhandledErrorMiddleware, verbose=settings.verbose_errors)
     if cors:
+        # The permissive-cors flaw (security/flaws.yaml): every origin is echoed back, with
+        # credentials, so any web page can call the API as the user who visits it.
+        reflect_any = settings.cors_reflect_any_origin
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=[] if reflect_any else settings.cors_origins,
+            allow_origin_regex=".*" if reflect_any else None,
             allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
@@ -179,7 +184,8 @@ def create_service_app(
             ],
         )
     app.add_middleware(MetricsMiddleware, service=settings.service_name)
-    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.security_headers_enabled:  # off: the missing-headers flaw
+        app.add_middleware(SecurityHeadersMiddleware)
     # Outside the fault middleware: injected latency spends the request's deadline too.
     app.add_middleware(
         DeadlineMiddleware,

@@ -12,6 +12,7 @@ answers there; the ``Exception`` handler stays as the last resort for a failing 
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -135,7 +136,21 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return errors
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+def exception_details(exc: BaseException) -> dict[str, Any]:
+    """What the verbose-errors flaw (``CNOP_VERBOSE_ERRORS``) adds to a problem document: the
+    exception's class and its traceback, the kind of leak that maps the code for an attacker."""
+    return {
+        "exception": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "traceback": traceback.format_exception(exc),
+    }
+
+
+def install_problem_handlers(app: FastAPI, *, verbose: bool = False) -> None:
+    """``verbose`` is the verbose-errors flaw (security/flaws.yaml); never on as shipped."""
+
+    def leak(exc: BaseException) -> dict[str, Any]:
+        return exception_details(exc) if verbose else {}
+
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(
@@ -145,14 +160,16 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=exc.headers,
             slug=exc.slug,
             title=exc.title,
-            **exc.extra,
+            **{**exc.extra, **leak(exc)},
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = validation_errors(exc)
         fields = ", ".join(sorted({e["field"] for e in errors}))
-        return problem_response(422, f"Invalid input: {fields}", request.url.path, errors=errors)
+        return problem_response(
+            422, f"Invalid input: {fields}", request.url.path, errors=errors, **leak(exc)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -160,24 +177,31 @@ def install_problem_handlers(app: FastAPI) -> None:
             # FastAPI's 400 for a JSON body it cannot even decode (not UTF-8): for the contract
             # that is bad input like any malformed JSON, so the same 422 naming the body.
             errors = [{"field": "body", "message": "not valid JSON (UTF-8 text)"}]
-            return problem_response(422, "Invalid input: body", request.url.path, errors=errors)
+            return problem_response(
+                422, "Invalid input: body", request.url.path, errors=errors, **leak(exc)
+            )
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
         if exc.status_code == 404 and detail == "Not Found":
             detail = "No such resource"
         return problem_response(
-            exc.status_code, detail, request.url.path, headers=dict(exc.headers or {})
+            exc.status_code,
+            detail,
+            request.url.path,
+            headers=dict(exc.headers or {}),
+            **leak(exc),
         )
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        return _internal_error(request.url.path, exc)
+        return _internal_error(request.url.path, exc, verbose=verbose)
 
 
-def _internal_error(path: str, exc: Exception) -> JSONResponse:
+def _internal_error(path: str, exc: Exception, *, verbose: bool = False) -> JSONResponse:
     log_event(
         "unhandled_error", logging.ERROR, path=path, error_type=type(exc).__name__, exc_info=exc
     )
-    return problem_response(500, "An unexpected error occurred", path)
+    extra = exception_details(exc) if verbose else {}
+    return problem_response(500, "An unexpected error occurred", path, **extra)
 
 
 class UnhandledErrorMiddleware:
@@ -188,8 +212,9 @@ class UnhandledErrorMiddleware:
     started there is nothing clean left to send: the exception goes on to the server.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, verbose: bool = False) -> None:
         self.app = app
+        self.verbose = verbose  # the verbose-errors flaw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -208,4 +233,4 @@ class UnhandledErrorMiddleware:
         except Exception as exc:
             if started:
                 raise
-            await _internal_error(scope["path"], exc)(scope, receive, send)
+            await _internal_error(scope["path"], exc, verbose=self.verbose)(scope, receive, send)

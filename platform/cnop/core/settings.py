@@ -32,6 +32,11 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "cnop-api"
     jwt_expiry_minutes: int = Field(default=60, ge=1, le=24 * 60)
     jwt_leeway_seconds: int = Field(default=0, ge=0, le=300)
+    # Flaws (security/flaws.yaml), off by default. Accept tokens whose header says "alg": "none"
+    # and that carry no signature (alg-none); allow a JWT secret shorter than 32 characters,
+    # even outside dev mode (weak-jwt-secret).
+    jwt_accept_unsigned: bool = False
+    jwt_allow_weak_secret: bool = False
 
     # The credential the gateway (and a service calling another) proves itself with; backends
     # refuse their API without it. Separate from the JWT secret, required like it.
@@ -87,11 +92,20 @@ class ServiceSettings(BaseSettings):
     deadline_margin_seconds: float = Field(default=0.1, ge=0, le=5)
 
     cors_origins: list[str] = ["http://127.0.0.1:3000", "http://localhost:3000"]
+    # The permissive-cors flaw (security/flaws.yaml): any Origin is allowed, with credentials.
+    cors_reflect_any_origin: bool = False
+
+    # Flaws (security/flaws.yaml). Problem documents carry the exception's class name and
+    # traceback (verbose-errors); the security headers are left out (missing-headers); list
+    # endpoints take any page size (no-limits).
+    verbose_errors: bool = False
+    security_headers_enabled: bool = True
+    page_size_bound_enabled: bool = True
 
     @model_validator(mode="after")
     def _secret_is_strong(self) -> ServiceSettings:
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
-        if len(secret) < MIN_SECRET_LENGTH:
+        if len(secret) < MIN_SECRET_LENGTH and not (self.jwt_allow_weak_secret and secret):
             if not self.dev_mode:
                 raise ValueError(
                     f"CNOP_JWT_SECRET must be set to at least {MIN_SECRET_LENGTH} characters "

@@ -66,6 +66,7 @@ class TokenService:
         leeway_seconds: int = 0,
         fail_open_on_redis_error: bool = True,
         check_revocation: bool = True,
+        accept_unsigned: bool = False,
     ) -> None:
         self._secret = secret
         self.issuer = issuer
@@ -76,6 +77,9 @@ class TokenService:
         self._leeway = leeway_seconds
         self._fail_open = fail_open_on_redis_error
         self._check_revocation = check_revocation
+        # The alg-none flaw (security/flaws.yaml): a token whose header says "none" is read
+        # without any signature check. Never on unless a lab switches it on.
+        self._accept_unsigned = accept_unsigned
 
     def issue(self, username: str, role: str = "user", *, now: float | None = None) -> IssuedToken:
         issued_at = int(now if now is not None else time.time())
@@ -97,6 +101,8 @@ class TokenService:
     def decode(self, token: str) -> dict[str, Any]:
         """Check signature and claims only (no Redis): raises :class:`TokenError`."""
         try:
+            if self._accept_unsigned and _says_unsigned(token):
+                return self._decode_unsigned(token)
             claims = jwt.decode(
                 token,
                 self._secret,
@@ -112,6 +118,26 @@ class TokenService:
             raise TokenError("invalid", "Token is invalid") from exc
         if claims.get("type") != "access" or not isinstance(claims.get("sub"), str):
             raise TokenError("invalid", "Token is invalid")
+        return claims
+
+    def _decode_unsigned(self, token: str) -> dict[str, Any]:
+        """The claims of an unsigned token, every other rule (exp, iss, aud, type) kept."""
+        claims = jwt.decode(
+            token,
+            options={
+                "verify_signature": False,
+                "verify_exp": True,
+                "verify_iss": True,
+                "verify_aud": True,
+                "require": ["sub", "exp", "jti", "iss", "aud", "type"],
+            },
+            audience=self.audience,
+            issuer=self.issuer,
+            leeway=self._leeway,
+        )
+        if claims.get("type") != "access" or not isinstance(claims.get("sub"), str):
+            raise TokenError("invalid", "Token is invalid")
+        claims.setdefault("role", "user")
         return claims
 
     async def verify(self, token: str, *, safe: bool = False) -> UserContext:
@@ -143,6 +169,13 @@ class TokenService:
     async def revoke(self, jti: str, expires_at: int) -> None:
         ttl = max(1, expires_at + self._leeway - int(time.time()))
         await self._redis.set(REVOKED_PREFIX + jti, "1", ex=ttl)
+
+
+def _says_unsigned(token: str) -> bool:
+    try:
+        return str(jwt.get_unverified_header(token).get("alg", "")).lower() == "none"
+    except jwt.PyJWTError:
+        return False
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 
 from cnop.core.auth import Ctx
 from cnop.core.clock import iso
 from cnop.core.context import ServiceContext
 from cnop.core.money import usd_str
+from cnop.core.paging import check_page_size, page_size
 from cnop.core.problems import ProblemError
 from cnop.core.schemas import problems
 from cnop.services.inventory import responses
@@ -40,9 +41,10 @@ def state(ctx: ServiceContext) -> InventoryState:
 async def list_assets(
     ctx: Ctx,
     active_only: bool = True,
-    limit: Annotated[int, Query(ge=1, le=250)] = 50,
+    limit: Annotated[int, page_size(250)] = 50,
 ) -> dict[str, Any]:
     """``total_count`` counts every asset matching the filter, before ``limit`` cuts the page."""
+    check_page_size(ctx.settings, limit, 250)
     inv = state(ctx)
     matching = [e for e in inv.catalogue.entries if e.is_active or not active_only]
     page = matching[:limit]

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from cnop.core.auth import Ctx, CurrentUser
 from cnop.core.context import ServiceContext
 from cnop.core.json_body import api_router
+from cnop.core.paging import check_page_size, page_size
 from cnop.core.problems import ProblemError
 from cnop.core.schemas import problems
 from cnop.services.order import responses, store
@@ -26,7 +27,8 @@ from cnop.services.order.settings import Settings
 
 router = api_router()
 
-Limit = Annotated[int, Query(ge=1, le=100)]
+MAX_PAGE = 100
+Limit = Annotated[int, page_size(MAX_PAGE)]
 Offset = Annotated[int, Query(ge=0, le=100_000)]
 
 
@@ -57,6 +59,7 @@ async def list_orders(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
+    check_page_size(ctx.settings, limit, MAX_PAGE)
     orders, has_more = await ctx.db(
         store.list_orders,
         ctx.require_tables(),
@@ -74,8 +77,11 @@ async def get_order(
     order_id: Annotated[str, Path(pattern=ORDER_ID_PATTERN)], user: CurrentUser, ctx: Ctx
 ) -> dict[str, Any]:
     # Keyed by (username, order_id): another user's order is simply not found, not forbidden,
-    # so ids cannot be probed.
-    order = await ctx.db(store.get_order, ctx.require_tables(), user.username, order_id)
+    # so ids cannot be probed. Unless the bola flaw is on (security/flaws.yaml).
+    if _settings(ctx).order_ownership_check_enabled:
+        order = await ctx.db(store.get_order, ctx.require_tables(), user.username, order_id)
+    else:
+        order = await ctx.db(store.find_order_by_id, ctx.require_tables(), order_id)
     if order is None:
         raise ProblemError(404, "Order not found", slug="order-not-found")
     return {"data": render_order(order)}
@@ -89,6 +95,7 @@ async def asset_transactions(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
+    check_page_size(ctx.settings, limit, MAX_PAGE)
     trades, has_more = await ctx.db(
         store.list_asset_trades,
         ctx.require_tables(),

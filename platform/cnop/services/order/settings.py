@@ -19,3 +19,6 @@ class Settings(ServiceSettings):
     order_conditional_writes: bool = True
     # Attempts after a TransactionConflict before the client gets a 409 with Retry-After.
     transaction_retries: int = Field(default=3, ge=0, le=10)
+    # False is the bola flaw (security/flaws.yaml): an order is looked up by its id alone, so
+    # any logged-in user reads anyone's order. True: by (caller, id), another's is a 404.
+    order_ownership_check_enabled: bool = True

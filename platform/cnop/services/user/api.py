@@ -16,6 +16,7 @@ from cnop.core.json_body import api_router
 from cnop.core.logging import log_event, user_var
 from cnop.core.metrics import PASSWORD_CHECKS, TRANSACTION_CONFLICTS
 from cnop.core.money import qty_str, usd, usd_str
+from cnop.core.paging import check_page_size, page_size
 from cnop.core.problems import ProblemError
 from cnop.core.redis import REDIS_DOWN_ERRORS
 from cnop.core.schemas import problems
@@ -29,6 +30,7 @@ from cnop.services.user.schemas import (
     ProfileUpdate,
     RegisterRequest,
 )
+from cnop.services.user.settings import user_settings
 
 router = api_router()
 
@@ -125,6 +127,8 @@ async def login(body: LoginRequest, request: Request, ctx: Ctx) -> dict[str, Any
     if user is None or not ok:
         reason = "unknown_user" if user is None else "wrong_password"
         log_event("login_failed", logging.WARNING, username=body.username, reason=reason)
+        if user is None and user_settings(ctx).login_reveal_unknown_user:  # the flaw
+            raise ProblemError(404, "No account exists for this user", slug="account-not-found")
         raise _invalid_credentials()
     issued = ctx.tokens.issue(user.username, user.role or "user")
     user_var.set(user.username)
@@ -163,8 +167,12 @@ async def logout(body: LogoutRequest, user: CurrentUser, ctx: Ctx) -> dict[str, 
 
 
 @router.get("/auth/profile", response_model=responses.Profile, responses=problems(404))
-async def get_profile(user: CurrentUser, ctx: Ctx) -> dict[str, Any]:
-    return _profile(await _require_user(ctx, user.username))
+async def get_profile(user: CurrentUser, ctx: Ctx) -> Any:
+    stored = await _require_user(ctx, user.username)
+    if user_settings(ctx).profile_expose_internals:
+        # The data-exposure flaw: the whole stored record, past the response model's filter.
+        return JSONResponse({name: getattr(stored, name) for name in stored.get_attributes()})
+    return _profile(stored)
 
 
 @router.put("/auth/profile", response_model=responses.ProfileUpdated, responses=problems(404, 409))
@@ -245,9 +253,10 @@ async def withdraw(
 async def transactions(
     user: CurrentUser,
     ctx: Ctx,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    limit: Annotated[int, page_size(100)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> dict[str, Any]:
+    check_page_size(ctx.settings, limit, 100)
     entries, total = await ctx.db(
         store.ledger_page, ctx.require_tables(), user.username, limit, offset
     )

@@ -37,6 +37,11 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19456, ge=1024)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # Flaws (security/flaws.yaml), off by default. The profile answers the whole stored record,
+    # password hash and role included (data-exposure); login answers 404 for an unknown username
+    # instead of the one 401 for any bad credentials (user-enumeration).
+    profile_expose_internals: bool = False
+    login_reveal_unknown_user: bool = False
 
     @model_validator(mode="after")
     def _red_pocket_range(self) -> Settings:

@@ -1,0 +1,116 @@
+"""`lab flaws` and `lab flaw on|off`: the security catalogue's holes, listed and switched.
+
+An unknown flaw name is a usage error (one line naming the closest flaw, exit 2), like an
+unknown scenario; a platform that is not running is one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scenarios.config import LabConfig
+from scenarios.flaws import FlawError, apply_flaws, flaws_on, get_flaw, load_flaws, revoke_flaws
+from scenarios.runtime import current_runtime
+from scenarios.runtime.base import Runtime, RuntimeError_
+
+console = Console()
+
+flaw_app = typer.Typer(
+    help="Switch a flaw of security/flaws.yaml on or off on the running sandbox.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("flaws")(flaws)
+    app.add_typer(flaw_app, name="flaw")
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"lab: {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def check_names(names: list[str]) -> list[str]:
+    """``names`` when every one is in the catalogue; a usage error naming the closest otherwise."""
+    catalogue = load_flaws()
+    try:
+        return [get_flaw(name, catalogue).name for name in names]
+    except FlawError as exc:
+        _usage_error(str(exc))
+
+
+def _running() -> Runtime:
+    runtime = current_runtime(LabConfig())
+    if runtime is None or not runtime.is_up():
+        raise RuntimeError_("the platform is not running; run `lab up` first")
+    return runtime
+
+
+def flaws(
+    as_json: Annotated[bool, typer.Option("--json", help="the catalogue as JSON")] = False,
+) -> None:
+    """List the flaws you can switch on (and which are on, when a sandbox runs)."""
+    catalogue = load_flaws()
+    runtime = current_runtime(LabConfig())
+    on = set(flaws_on(runtime)) if runtime is not None and runtime.is_up() else set()
+    if as_json:
+        doc = [
+            {**f.model_dump(by_alias=True, exclude_none=True), "on": f.name in on}
+            for f in catalogue.values()
+        ]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    table = Table(title="flaws (security/flaws.yaml)", header_style="bold")
+    for column in ("flaw", "on", "OWASP API Top 10", "CWE", "what it opens", "services"):
+        table.add_column(column)
+    for f in catalogue.values():
+        table.add_row(
+            f.name,
+            "[red]on[/red]" if f.name in on else "-",
+            f.owasp,
+            str(f.cwe),
+            f.title,
+            ", ".join(f.services),
+        )
+    console.print(table)
+    console.print("`lab flaw on NAME` opens one on the running sandbox; `lab reset` closes all")
+
+
+@flaw_app.command("on")
+def flaw_on(
+    names: Annotated[list[str], typer.Argument(help="flaw names (`lab flaws` lists them)")],
+) -> None:
+    """Switch flaws on; only the services they concern restart."""
+    chosen = check_names(names)
+    runtime = _running()
+    with console.status(f"switching on {', '.join(chosen)}..."):
+        restarted = apply_flaws(runtime, chosen)
+    _report(runtime, restarted)
+
+
+@flaw_app.command("off")
+def flaw_off(
+    names: Annotated[list[str], typer.Argument(help="flaw names (`lab flaws` lists them)")],
+) -> None:
+    """Switch flaws off; only the services they concern restart."""
+    chosen = check_names(names)
+    runtime = _running()
+    with console.status(f"switching off {', '.join(chosen)}..."):
+        restarted = revoke_flaws(runtime, chosen)
+    _report(runtime, restarted)
+
+
+def _report(runtime: Runtime, restarted: list[str]) -> None:
+    on = flaws_on(runtime)
+    console.print(
+        f"restarted: {', '.join(restarted) or 'nothing (no change)'}; "
+        f"flaws on: {', '.join(on) or 'none (hardened)'}",
+        highlight=False,
+    )

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "scenarios.cli_images",
     "scenarios.cli_instructor",
     "scenarios.cli_flaws",
+    "scenarios.cli_security",
 )
 
 

@@ -56,63 +56,108 @@ class _Rule:
 # schemathesis check -> what a failure of it means here.
 CHECK_RULES: dict[str, _Rule] = {
     "not_a_server_error": _Rule(
-        "Client input produces a server error", "medium", 755, "API8:2023",
+        "Client input produces a server error",
+        "medium",
+        755,
+        "API8:2023",
         "Validate input at the edge and answer 4xx; no client input may produce a 5xx.",
     ),
     "ignored_auth": _Rule(
-        "An operation that requires a token answers without one", "high", 287, "API2:2023",
+        "An operation that requires a token answers without one",
+        "high",
+        287,
+        "API2:2023",
         "Check the token on every route the document marks as secured (gateway and backend).",
     ),
     "object_level_authorization": _Rule(
-        "One user's object is reachable with another user's token", "high", 639, "API1:2023",
+        "One user's object is reachable with another user's token",
+        "high",
+        639,
+        "API1:2023",
         "Look objects up by owner and id; answer 404 for another user's object.",
     ),
     "use_after_free": _Rule(
-        "A deleted resource is still served", "medium", 672, "API1:2023",
+        "A deleted resource is still served",
+        "medium",
+        672,
+        "API1:2023",
         "Remove every way to reach a deleted resource.",
     ),
     "response_schema_conformance": _Rule(
-        "A response body does not match the API description", "low", 1059, "API9:2023",
+        "A response body does not match the API description",
+        "low",
+        1059,
+        "API9:2023",
         "Answer with the documented model, or document what is answered.",
     ),
     "status_code_conformance": _Rule(
-        "An undocumented status code is answered", "low", 1059, "API9:2023",
+        "An undocumented status code is answered",
+        "low",
+        1059,
+        "API9:2023",
         "Document every status an operation answers (docs/openapi.json).",
     ),
     "content_type_conformance": _Rule(
-        "An undocumented content type is answered", "low", 1059, "API9:2023",
+        "An undocumented content type is answered",
+        "low",
+        1059,
+        "API9:2023",
         "Document every media type an operation answers.",
     ),
     "response_headers_conformance": _Rule(
-        "A documented response header is missing or malformed", "low", 1059, "API9:2023",
+        "A documented response header is missing or malformed",
+        "low",
+        1059,
+        "API9:2023",
         "Send the headers the document promises (Retry-After, RateLimit-*).",
     ),
     "negative_data_rejection": _Rule(
-        "Input the description forbids is accepted", "low", 20, "API8:2023",
+        "Input the description forbids is accepted",
+        "low",
+        20,
+        "API8:2023",
         "Validate every field against the documented constraints (422 otherwise).",
     ),
     "positive_data_acceptance": _Rule(
-        "Input the description allows is refused", "info", 1059, "API9:2023",
+        "Input the description allows is refused",
+        "info",
+        1059,
+        "API9:2023",
         "Either accept what the document allows or narrow the document.",
     ),
     "missing_required_header": _Rule(
-        "A required header may be left out", "low", 20, "API8:2023",
+        "A required header may be left out",
+        "low",
+        20,
+        "API8:2023",
         "Refuse requests without the headers the operation requires.",
     ),
     "unsupported_method": _Rule(
-        "An undocumented method is served", "low", 650, "API9:2023",
+        "An undocumented method is served",
+        "low",
+        650,
+        "API9:2023",
         "Answer 405 with Allow for methods an operation does not document.",
     ),
     "allow_header_conformance": _Rule(
-        "A 405 answer lacks a correct Allow header", "info", 1059, "API9:2023",
+        "A 405 answer lacks a correct Allow header",
+        "info",
+        1059,
+        "API9:2023",
         "List the operation's methods in Allow on 405.",
     ),
     "ensure_resource_availability": _Rule(
-        "A resource just created cannot be read back", "info", 1059, "API9:2023",
+        "A resource just created cannot be read back",
+        "info",
+        1059,
+        "API9:2023",
         "Make a created resource readable at once, or document when it becomes so.",
     ),
     "max_response_time": _Rule(
-        "An answer took longer than allowed", "info", 400, "API4:2023",
+        "An answer took longer than allowed",
+        "info",
+        400,
+        "API4:2023",
         "Bound every operation's work.",
     ),
 }
@@ -253,7 +298,9 @@ def findings_from_ndjson(path: Path) -> FuzzRun:
                 if key in seen:
                     seen[key].instances += 1
                     continue
-                seen[key] = _finding(name, label, failure, cases.get(case_id), interactions.get(case_id))
+                seen[key] = _finding(
+                    name, label, failure, cases.get(case_id), interactions.get(case_id)
+                )
     run.findings = list(seen.values())
     return run
 

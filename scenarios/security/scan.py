@@ -12,11 +12,11 @@ plus the engine's own reports.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from grader.findings import Finding
 from grader.model import CheckResult, Phase, RunResult, effective_mode
@@ -44,9 +44,9 @@ class ScanOptions:
     profile: str = "api"
     engine: str = "schemathesis"
     seed: int = 0
-    flaws: list[str] = field(default_factory=list)  # catalogue flaws on during the scan
-    # The CNOP_* settings the flaws set, per service (what a "weakened" run may differ by).
-    flaw_settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The catalogue flaws the caller switched on for this scan (the result records the flaws
+    # actually on, from the sandbox).
+    flaws: list[str] = field(default_factory=list)
     probes: list[str] | None = None  # None: every probe
 
 
@@ -139,6 +139,10 @@ def run_scan(
             raise ScanError("the platform is not running; run `lab up` first")
     except RuntimeError_ as exc:
         raise ScanError(str(exc)) from exc
+    if options.engine == "zap":
+        zap.preflight()
+    elif options.engine == "wapiti":
+        wapiti.find_wapiti(runtime.config.home)
     t0 = time.monotonic()
 
     def step(text: str) -> None:
@@ -146,8 +150,8 @@ def run_scan(
 
     started_at = _now()
     in_force = runtime.settings_in_force()
-    requested: Literal["hardened", "weakened"] = "weakened" if options.flaws else "hardened"
-    mode = effective_mode(requested, in_force, options.flaw_settings)
+    # Any setting beyond the defaults (a flaw included) makes the run "weakened (custom)".
+    mode = effective_mode("hardened", in_force)
     provenance = collect_for(zap.RULES_FILE, runtime, tags)
     errors: list[str] = []
     notes: list[str] = []
@@ -213,7 +217,7 @@ def run_scan(
         provenance=provenance,
         findings=findings,
         scan=info,
-        flaws=sorted(options.flaws),
+        flaws=provenance.flaws,
     )
     if out_dir is not None:
         render_run(result, out_dir)

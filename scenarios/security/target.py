@@ -70,7 +70,11 @@ class ScanTarget:
         """A fresh token for ``account`` (from the setup address, which never fails a login)."""
         with self.client("setup") as client:
             r = _call(
-                client, "POST", f"{API}/auth/login", 200, "login",
+                client,
+                "POST",
+                f"{API}/auth/login",
+                200,
+                "login",
                 json={"username": account.username, "password": account.password},
             )
         return str(r.json()["access_token"])
@@ -104,7 +108,11 @@ def _account(role: str, nonce: str) -> ScanAccount:
 
 def _register(client: httpx.Client, account: ScanAccount) -> None:
     _call(
-        client, "POST", f"{API}/auth/register", 201, f"registering {account.username}",
+        client,
+        "POST",
+        f"{API}/auth/register",
+        201,
+        f"registering {account.username}",
         json={
             "username": account.username,
             "email": f"{account.username}@example.com",
@@ -133,15 +141,24 @@ def prepare_target(runtime: Runtime) -> ScanTarget:
             account.token = target.login(account)
         auth = {"Authorization": f"Bearer {target.owner.token}"}
         _call(
-            client, "POST", f"{API}/balance/deposit", 201, "a deposit",
-            json={"amount": "5000.00"}, headers=auth,
+            client,
+            "POST",
+            f"{API}/balance/deposit",
+            201,
+            "a deposit",
+            json={"amount": "5000.00"},
+            headers=auth,
         )
         assets = _call(client, "GET", f"{API}/inventory/assets", 200, "listing assets").json()
         asset = next((a for a in assets.get("data", []) if a.get("is_active", True)), None)
         if asset is None:
             raise ScanError("scan setup: the inventory lists no active asset")
         order = _call(
-            client, "POST", f"{API}/orders", 201, "placing an order",
+            client,
+            "POST",
+            f"{API}/orders",
+            201,
+            "placing an order",
             json={"asset_id": asset["asset_id"], "order_type": "market_buy", "quantity": "0.001"},
             headers=auth,
         ).json()

@@ -35,6 +35,7 @@ __all__ = [
     "ZapSpec",
     "findings_from_report",
     "load_rules",
+    "preflight",
     "run_zap",
     "zap_image",
     "zap_spec",
@@ -66,12 +67,12 @@ class ZapSpec:
     envs: dict[str, str] = field(default_factory=dict)
 
     def run_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"volumes": self.volumes, "remove": True, "envs": self.envs}
-        if self.networks == ["host"]:
-            kwargs["networks"] = ["host"]
-        else:
-            kwargs["networks"] = self.networks
-        return kwargs
+        return {
+            "networks": self.networks,
+            "volumes": self.volumes,
+            "envs": self.envs,
+            "remove": True,
+        }
 
 
 def replacer_options(token: str) -> str:
@@ -125,21 +126,17 @@ def zap_spec(
     )
 
 
-def run_zap(spec: ZapSpec, wrk_dir: Path, rules_file: Path = RULES_FILE) -> tuple[list[Finding], float]:
+def run_zap(
+    spec: ZapSpec, wrk_dir: Path, rules_file: Path = RULES_FILE
+) -> tuple[list[Finding], float]:
     """Run ZAP as ``spec`` says; ZAP's exit status (1 FAIL, 2 WARN) is not an error here, its
     JSON report is what counts. Raises :class:`ScanError` (one line) when Docker or the image is
     missing."""
     from python_on_whales import DockerException, docker
 
-    if shutil.which("docker") is None:
-        raise ScanError(_missing("no docker command on this machine"))
-    try:
-        if not docker.image.exists(spec.image):
-            raise ScanError(_missing(f"the image {spec.image} is not here (ZAP_IMAGE)"))
-    except DockerException as exc:
-        raise ScanError(_missing(f"the Docker engine does not answer ({_first(exc)})")) from exc
+    preflight(spec.image)
     wrk_dir.mkdir(parents=True, exist_ok=True)
-    wrk_dir.chmod(0o777)  # noqa: S103 - ZAP runs as its own user and writes its reports here
+    wrk_dir.chmod(0o777)
     shutil.copyfile(rules_file, wrk_dir / rules_file.name)
     started = time.monotonic()
     try:
@@ -155,6 +152,22 @@ def run_zap(spec: ZapSpec, wrk_dir: Path, rules_file: Path = RULES_FILE) -> tupl
     if not report.exists():
         raise ScanError("ZAP wrote no JSON report; see zap/zap.log in the run folder")
     return findings_from_report(report, load_rules(rules_file)), time.monotonic() - started
+
+
+def preflight(image: str | None = None) -> None:
+    """Raise :class:`ScanError` (one line naming the offline engine) unless Docker answers and
+    the ZAP image is here; a scan never pulls it behind the user's back."""
+    from python_on_whales import DockerException, docker
+
+    image = image or zap_image()
+    if shutil.which("docker") is None:
+        raise ScanError(_missing("no docker command on this machine"))
+    try:
+        present = docker.image.exists(image)
+    except DockerException as exc:
+        raise ScanError(_missing(f"the Docker engine does not answer ({_first(exc)})")) from exc
+    if not present:
+        raise ScanError(_missing(f"the image {image} is not here (pull it, or set ZAP_IMAGE)"))
 
 
 def _missing(why: str) -> str:
@@ -233,8 +246,10 @@ def findings_from_report(
                     evidence=evidence[:2000],
                     fix=_text(alert.get("solution"))[:1000],
                     instances=max(1, len(instances), int(alert.get("count") or 1)),
-                    details={"description": _text(alert.get("desc"))[:1000],
-                             "reference": _text(alert.get("reference"))[:500]},
-                )  # fmt: skip
+                    details={
+                        "description": _text(alert.get("desc"))[:1000],
+                        "reference": _text(alert.get("reference"))[:500],
+                    },
+                )
             )
     return findings

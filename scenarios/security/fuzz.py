@@ -12,8 +12,10 @@ check). Checks that only say "the document could be more precise" are left out o
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -39,7 +41,7 @@ class _Profile:
 
 PROFILES = {
     "baseline": _Profile("examples", 5, 120),
-    "api": _Profile("examples,coverage,fuzzing,stateful", 10, 240),
+    "api": _Profile("examples,coverage,fuzzing,stateful", 10, 180),
     "full": _Profile("examples,coverage,fuzzing,stateful", 50, 900),
 }
 
@@ -202,7 +204,6 @@ def command(target: ScanTarget, profile: str, seed: int, out_dir: Path) -> list[
         "--max-time", str(p.max_time_s),
         "--seed", str(seed),
         "--generation-deterministic",
-        "--generation-database", "none",
         "--no-shrink",
         "--suppress-health-check", "all",
         "--request-timeout", "10",
@@ -273,15 +274,22 @@ def _events(path: Path) -> list[dict[str, Any]]:
 
 def findings_from_ndjson(path: Path) -> FuzzRun:
     """Findings from a schemathesis NDJSON event report: one per (operation, failed check),
-    the first failing case's request as evidence and its curl line as the reproducer."""
+    the first failing case's request as evidence and a curl line to reproduce it. A 502, 503
+    or 504 is the platform shedding load with a documented answer (an open breaker, a deadline),
+    so ``not_a_server_error`` on one of those is informational: rerun on an idle machine."""
     run = FuzzRun()
-    seen: dict[tuple[str, str], Finding] = {}
+    seen: dict[tuple[str, str, bool], Finding] = {}
     for event in _events(path):
-        kind, body = next(iter(event.items())) if len(event) == 1 else ("", event)
-        if kind == "Initialize" or "schemathesis_version" in body:
-            run.version = str(body.get("schemathesis_version", run.version))
-        if kind == "EngineFinished":
-            run.test_cases = int(body.get("payload", {}).get("test_cases", 0) or 0)
+        if len(event) != 1:
+            continue
+        kind, body = next(iter(event.items()))
+        if not isinstance(body, dict):
+            continue
+        if kind == "Initialize":
+            run.version = str(body.get("schemathesis_version") or run.version)
+        if kind == "NonFatalError":
+            value = body.get("value") or {}
+            run.notes.append(f"{body.get('label', '')}: {value.get('type', 'error')}")
         if kind != "ScenarioFinished":
             continue
         recorder = body.get("recorder") or {}
@@ -289,20 +297,52 @@ def findings_from_ndjson(path: Path) -> FuzzRun:
         cases = recorder.get("cases") or {}
         interactions = recorder.get("interactions") or {}
         for case_id, checks in (recorder.get("checks") or {}).items():
+            run.test_cases += 1
             for check in checks:
-                if check.get("status") != "FAILURE":
+                if str(check.get("status", "")).lower() != "failure":
                     continue
                 name = str(check.get("name", ""))
-                failure = check.get("failure_info") or {}
-                key = (label, name)
+                interaction = interactions.get(case_id) or {}
+                status = (interaction.get("response") or {}).get("status_code")
+                shed = name == "not_a_server_error" and status in (502, 503, 504)
+                key = (label, name, shed)
                 if key in seen:
                     seen[key].instances += 1
                     continue
                 seen[key] = _finding(
-                    name, label, failure, cases.get(case_id), interactions.get(case_id)
+                    name, label, check.get("failure_info") or {}, cases.get(case_id), interaction
                 )
+                if shed:
+                    seen[key] = seen[key].model_copy(
+                        update={
+                            "risk": "info",
+                            "level": "INFO",
+                            "title": "The platform shed load (502-504) during the scan",
+                            "fix": "Documented answers of a busy platform; scan again on an "
+                            "idle machine. A 500 would be a finding.",
+                        }
+                    )
     run.findings = list(seen.values())
+    run.notes = sorted(set(run.notes))
     return run
+
+
+def _curl(request: dict[str, Any]) -> str:
+    parts = [f"curl -i -X {request.get('method', 'GET')}"]
+    for name, values in (request.get("headers") or {}).items():
+        for value in values if isinstance(values, list) else [values]:
+            shown = "Bearer $TOKEN" if name.lower() == "authorization" else value
+            parts.append(f"-H '{name}: {shown}'")
+    body = request.get("body")
+    if isinstance(body, dict) and "$base64" in body:
+        try:
+            text = base64.b64decode(body["$base64"]).decode("utf-8", "replace")
+        except ValueError:
+            text = ""
+        if text:
+            parts.append("--data-raw " + shlex.quote(text[:2000]))
+    parts.append(shlex.quote(str(request.get("uri", ""))))
+    return " ".join(parts)
 
 
 def _finding(
@@ -310,18 +350,18 @@ def _finding(
     label: str,
     failure: dict[str, Any],
     case: dict[str, Any] | None,
-    interaction: dict[str, Any] | None,
+    interaction: dict[str, Any],
 ) -> Finding:
     rule = CHECK_RULES.get(check, _Rule(check, "low", 0, "other", ""))
     method, _, path = label.partition(" ")
-    request = (interaction or {}).get("request") or {}
-    response = (interaction or {}).get("response") or {}
-    url = str(request.get("uri") or path)
+    request = interaction.get("request") or {}
+    response = interaction.get("response") or {}
     info = failure.get("failure") or failure
     title = str(info.get("title") or rule.title)
-    message = str(info.get("message") or "")
+    message = " ".join(str(info.get("message") or "").split())
     status = response.get("status_code", "")
-    evidence = f"{status} {title}: {message}".strip()
+    evidence = f"{status} {title}" + (f": {message}" if message else "")
+    value = (case or {}).get("value") or {}
     return Finding(
         id=finding_id("schemathesis", check, method, path),
         engine="schemathesis",
@@ -333,9 +373,13 @@ def _finding(
         cwe=rule.cwe or None,
         owasp=rule.owasp,
         method=method,
-        url=url,
+        url=str(request.get("uri") or path),
         evidence=evidence[:2000],
         fix=rule.fix,
-        reproduce=str(failure.get("code_sample") or ""),
-        details={"operation": label, "case": (case or {}).get("value", case) if case else None},
+        reproduce=_curl(request) if request else "",
+        details={
+            "operation": label,
+            "code": info.get("code"),
+            "phase": ((value.get("meta") or {}).get("phase") or {}).get("name"),
+        },
     )

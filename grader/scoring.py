@@ -55,7 +55,7 @@ def category_checks(findings: list[Finding]) -> list[CheckResult]:
                 ),
                 evidence={
                     "observed": f"{len(counted)} at WARN or above, {len(shown)} shown",
-                    "findings": [f.id for f in counted],
+                    "findings": [f"{f.level} {f.engine}:{f.rule} at {f.where}" for f in counted],
                     "flaws": sorted({f.flaw for f in counted if f.flaw}),
                 },
             )

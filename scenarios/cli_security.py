@@ -95,6 +95,10 @@ def scan(
         typer.Option("--flaw", help="switch this flaw on for the scan (repeatable; `lab flaws`)"),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="makes the fuzzing reproducible")] = None,
+    max_time: Annotated[
+        int | None,
+        typer.Option(help="the engine's time budget in seconds (default: the profile's)", min=10),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="report folder (default runs/scan-...)")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the result as JSON on stdout")
@@ -114,7 +118,10 @@ def scan(
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = out or Path("runs") / f"scan-{profile}-{engine}-{stamp}"
     options = ScanOptions(
-        profile=profile, engine=engine, seed=seed if seed is not None else new_seed()
+        profile=profile,
+        engine=engine,
+        seed=seed if seed is not None else new_seed(),
+        max_time_s=max_time,
     )
     target = err_console if as_json else console
 

@@ -191,7 +191,9 @@ def _version() -> str:
         return ""
 
 
-def command(target: ScanTarget, profile: str, seed: int, out_dir: Path) -> list[str]:
+def command(
+    target: ScanTarget, profile: str, seed: int, out_dir: Path, max_time_s: int | None = None
+) -> list[str]:
     """The ``schemathesis run`` command line of one scan."""
     p = PROFILES[profile]
     checks = "all" if profile == "full" else CHECKS_API
@@ -201,7 +203,7 @@ def command(target: ScanTarget, profile: str, seed: int, out_dir: Path) -> list[
         "--phases", p.phases,
         "--checks", checks,
         "--max-examples", str(p.max_examples),
-        "--max-time", str(p.max_time_s),
+        "--max-time", str(max_time_s or p.max_time_s),
         "--seed", str(seed),
         "--generation-deterministic",
         "--no-shrink",
@@ -217,7 +219,7 @@ def command(target: ScanTarget, profile: str, seed: int, out_dir: Path) -> list[
 
 
 def run_schemathesis(
-    target: ScanTarget, profile: str, seed: int, out_dir: Path, timeout_s: float | None = None
+    target: ScanTarget, profile: str, seed: int, out_dir: Path, max_time_s: int | None = None
 ) -> FuzzRun:
     """Run schemathesis against ``target``; its reports land in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,10 +232,10 @@ def run_schemathesis(
         "CNOP_SCAN_LOGIN_SOURCE": target.sources.get("setup") or "",
     }
     started = time.monotonic()
-    budget = timeout_s or PROFILES[profile].max_time_s + 120
+    budget = (max_time_s or PROFILES[profile].max_time_s) + 120
     try:
         done = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
-            command(target, profile, seed, out_dir),
+            command(target, profile, seed, out_dir, max_time_s),
             env=env,
             capture_output=True,
             text=True,

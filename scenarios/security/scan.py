@@ -48,6 +48,7 @@ class ScanOptions:
     # actually on, from the sandbox).
     flaws: list[str] = field(default_factory=list)
     probes: list[str] | None = None  # None: every probe
+    max_time_s: int | None = None  # the engine's time budget (None: the profile's)
 
 
 @dataclass
@@ -66,7 +67,9 @@ def _run_engine(
 ) -> _EngineRun:
     work = (out_dir or Path(".lab") / "scan") / options.engine
     if options.engine == "schemathesis":
-        run = fuzz.run_schemathesis(target, options.profile, options.seed, work)
+        run = fuzz.run_schemathesis(
+            target, options.profile, options.seed, work, max_time_s=options.max_time_s
+        )
         return _EngineRun(
             run.findings,
             {
@@ -78,7 +81,9 @@ def _run_engine(
             run.notes,
         )
     if options.engine == "wapiti":
-        w = wapiti.run_wapiti(target, options.profile, work, home=runtime.config.home)
+        w = wapiti.run_wapiti(
+            target, options.profile, work, home=runtime.config.home, max_time_s=options.max_time_s
+        )
         return _EngineRun(
             w.findings,
             {

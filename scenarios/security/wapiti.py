@@ -116,8 +116,16 @@ def find_wapiti(home: Path | None = None) -> Path:
     )
 
 
-def command(wapiti: Path, target: ScanTarget, profile: str, out_dir: Path, token: str) -> list[str]:
+def command(
+    wapiti: Path,
+    target: ScanTarget,
+    profile: str,
+    out_dir: Path,
+    token: str,
+    max_time_s: int | None = None,
+) -> list[str]:
     """The wapiti command line of one scan."""
+    budget = max_time_s or MAX_SCAN_S[profile]
     return [
         str(wapiti),
         "--url", f"{target.gateway}/",
@@ -125,8 +133,8 @@ def command(wapiti: Path, target: ScanTarget, profile: str, out_dir: Path, token
         "--scope", "folder",
         "--module", MODULES[profile],
         "--header", f"Authorization: Bearer {token}",
-        "--max-scan-time", str(MAX_SCAN_S[profile]),
-        "--max-attack-time", str(max(30, MAX_SCAN_S[profile] // 4)),
+        "--max-scan-time", str(budget),
+        "--max-attack-time", str(max(20, budget // 4)),
         "--flush-session",
         "--store-session", str(out_dir / "session"),
         "--format", "json",
@@ -136,15 +144,20 @@ def command(wapiti: Path, target: ScanTarget, profile: str, out_dir: Path, token
 
 
 def run_wapiti(
-    target: ScanTarget, profile: str, out_dir: Path, *, home: Path | None = None
+    target: ScanTarget,
+    profile: str,
+    out_dir: Path,
+    *,
+    home: Path | None = None,
+    max_time_s: int | None = None,
 ) -> WapitiRun:
     wapiti = find_wapiti(home)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    budget = MAX_SCAN_S[profile] + 180
+    budget = (max_time_s or MAX_SCAN_S[profile]) + 180
     try:
         done = subprocess.run(  # noqa: S603 - a fixed command line
-            command(wapiti, target, profile, out_dir, target.owner.token),
+            command(wapiti, target, profile, out_dir, target.owner.token, max_time_s),
             capture_output=True,
             text=True,
             timeout=budget,

@@ -222,6 +222,7 @@ def run_schemathesis(
     target: ScanTarget, profile: str, seed: int, out_dir: Path, max_time_s: int | None = None
 ) -> FuzzRun:
     """Run schemathesis against ``target``; its reports land in ``out_dir``."""
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -237,6 +238,7 @@ def run_schemathesis(
         done = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
             command(target, profile, seed, out_dir, max_time_s),
             env=env,
+            cwd=out_dir,  # schemathesis keeps a cache folder where it runs
             capture_output=True,
             text=True,
             timeout=budget,

@@ -48,7 +48,7 @@ MODULES = {
     "full": "http_headers,csp,methods,sql,exec,file,xss,crlf,redirect,permanentxss,timesql,xxe,"
     "ldap,upload,shellshock",
 }
-MAX_SCAN_S = {"baseline": 120, "api": 300, "full": 1200}
+MAX_SCAN_S = {"baseline": 60, "api": 180, "full": 900}
 # Wapiti's category names -> CWE (its JSON names the category, not the weakness).
 CATEGORY_CWE = {
     "SQL Injection": 89,
@@ -83,6 +83,13 @@ CATEGORY_CWE = {
     "Fingerprint web server": 200,
     "Information Disclosure - Full Path": 209,
     "Vulnerable software": 1104,
+}
+# Categories that show one of the catalogue's flaws (security/flaws.yaml).
+CATEGORY_FLAW = {
+    "HTTP Secure Headers": "missing-headers",
+    "Clickjacking Protection": "missing-headers",
+    "MIME Type Confusion": "missing-headers",
+    "Content Security Policy Configuration": "missing-headers",
 }
 _LEVELS: dict[int, Risk] = {4: "high", 3: "high", 2: "medium", 1: "low", 0: "info"}
 
@@ -152,6 +159,7 @@ def run_wapiti(
     max_time_s: int | None = None,
 ) -> WapitiRun:
     wapiti = find_wapiti(home)
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     budget = (max_time_s or MAX_SCAN_S[profile]) + 180
@@ -254,6 +262,7 @@ def findings_from_report(
                     url=url,
                     evidence=(info + (f"; rules file: {reason}" if reason else ""))[:2000],
                     fix=" ".join(solution.split())[:1000],
+                    flaw=CATEGORY_FLAW.get(category) if level in ("WARN", "FAIL") else None,
                     reproduce=str(item.get("curl_command") or ""),
                     details={"section": section, "module": item.get("module", "")},
                 )

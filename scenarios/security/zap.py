@@ -50,6 +50,12 @@ SCRIPTS = {"baseline": "zap-baseline.py", "api": "zap-api-scan.py", "full": "zap
 _RISKS: dict[str, Risk] = {"0": "info", "1": "low", "2": "medium", "3": "high"}
 _CONFIDENCE: dict[str, Confidence] = {"1": "low", "2": "medium", "3": "high", "4": "confirmed"}
 _TAGS = re.compile(r"<[^>]+>")
+# ZAP rules that show one of the catalogue's flaws (security/flaws.yaml).
+RULE_FLAW = {
+    **dict.fromkeys(("10020", "10021", "10035", "10038"), "missing-headers"),
+    **dict.fromkeys(("40040", "10098"), "permissive-cors"),
+    **dict.fromkeys(("90022", "10023"), "verbose-errors"),
+}
 
 
 def zap_image() -> str:
@@ -246,6 +252,7 @@ def findings_from_report(
                     evidence=evidence[:2000],
                     fix=_text(alert.get("solution"))[:1000],
                     instances=max(1, len(instances), int(alert.get("count") or 1)),
+                    flaw=RULE_FLAW.get(plugin) if level in ("WARN", "FAIL") else None,
                     details={
                         "description": _text(alert.get("desc"))[:1000],
                         "reference": _text(alert.get("reference"))[:500],

@@ -146,15 +146,23 @@ def scan_with_flaws(
     out_dir: Path | None,
     say: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """One scan with exactly ``flaws`` on (none: the flaws on now stay as they are)."""
+    """One scan with exactly ``flaws`` on (none: the flaws on now stay as they are); the flaws
+    on before are on again after, also when the scan fails."""
     if not flaws:
         return run_scan(runtime, options, out_dir=out_dir, progress=say)
-    from scenarios.flaws import flaws_switched_on
+    from scenarios.flaws import flaw_layer
+    from scenarios.security.selftest import switch_flaws
 
+    before = runtime.flaws_in_force()
     if say:
         say(f"flaws on for this scan: {', '.join(flaws)}")
-    with flaws_switched_on(runtime, flaws):
+    try:
+        switch_flaws(runtime, flaw_layer(flaws))
         return run_scan(runtime, options, out_dir=out_dir, progress=say)
+    finally:
+        if say:
+            say("flaws back as they were" + (f": {', '.join(sorted(before))}" if before else ""))
+        switch_flaws(runtime, before)
 
 
 def security_selftest(only: str | None, out: Path | None, seed: int | None) -> None:

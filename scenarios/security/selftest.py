@@ -15,19 +15,39 @@ and the flaws on before the selftest are on again after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.model import RunResult
 from grader.report import Expectation
 from scenarios.flaws import flaw_layer, load_flaws
-from scenarios.runtime.base import Runtime
+from scenarios.runtime.base import Runtime, RuntimeError_
 from scenarios.security.scan import ScanOptions, run_scan
 
-__all__ = ["FlawOutcome", "SecuritySelftest", "run_security_selftest"]
+__all__ = ["FlawOutcome", "SecuritySelftest", "run_security_selftest", "switch_flaws"]
 
 Progress = Callable[[str], None]
+SETTLE_S = 120.0  # beyond the runtime's own start timeout, on a machine busy with other work
+
+
+def switch_flaws(runtime: Runtime, layer: Mapping[str, Mapping[str, Mapping[str, str]]]) -> None:
+    """Exactly these flaws on. A restart slower than the runtime's start timeout (a loaded
+    machine) is waited out a while longer before the selftest gives up."""
+    try:
+        runtime.set_flaws({n: {s: dict(e) for s, e in env.items()} for n, env in layer.items()})
+        return
+    except RuntimeError_ as exc:
+        if "not ready in time" not in str(exc):
+            raise
+        first = str(exc).splitlines()[0]
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        if all(c.ready is not False for c in runtime.status()):
+            return
+        time.sleep(1.0)
+    raise RuntimeError_(f"{first} (waited {SETTLE_S:.0f} s more)")
 
 
 @dataclass
@@ -89,7 +109,7 @@ def run_security_selftest(
     try:
         if before:
             say(f"flaws off for the hardened scan: {', '.join(sorted(before))}")
-            runtime.set_flaws({})
+            switch_flaws(runtime, {})
         say(f"hardened scan: {profile} with {engine} and the probes")
         hardened = run_scan(
             runtime,
@@ -106,7 +126,7 @@ def run_security_selftest(
         named = {f.flaw for f in hardened.findings if f.flaw}
         for name in names:
             say(f"flaw {name} on")
-            runtime.set_flaws(flaw_layer([name], catalogue))
+            switch_flaws(runtime, flaw_layer([name], catalogue))
             result = run_scan(
                 runtime,
                 ScanOptions(profile=profile, engine="probe", seed=seed, flaws=[name]),
@@ -125,5 +145,5 @@ def run_security_selftest(
             outcomes.append(outcome)
     finally:
         say("flaws back as they were" + (f": {', '.join(sorted(before))}" if before else ""))
-        runtime.set_flaws(before)
+        switch_flaws(runtime, before)
     return SecuritySelftest(hardened, hardened_ok, outcomes, problems)

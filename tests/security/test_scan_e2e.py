@@ -95,3 +95,30 @@ def test_zap_without_docker_or_its_image_is_one_line_naming_the_offline_engine(
     assert len(lines) == 1 and lines[0].startswith("lab: ZAP cannot run: "), done.stderr
     assert "`--engine schemathesis`" in lines[0]
     assert not (tmp_path / "result.json").exists()
+
+
+def _wapiti_missing() -> str | None:
+    from scenarios.security.target import ScanError
+    from scenarios.security.wapiti import find_wapiti
+
+    try:
+        find_wapiti()
+    except ScanError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.skipif(_wapiti_missing() is not None, reason=_wapiti_missing() or "")
+def test_a_hardened_wapiti_baseline_finds_nothing_at_warn_or_above(
+    security_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    done = security_sandbox.lab(
+        "scan", "baseline", "--engine", "wapiti", "--max-time", "30", "--out", str(tmp_path),
+        "--json", timeout=600,
+    )  # fmt: skip
+    result = json.loads(done.stdout)
+    loud = [f for f in result["findings"] if f["level"] in ("WARN", "FAIL")]
+    assert not loud, json.dumps(loud, indent=2)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "wapiti" / "wapiti.json").is_file()
+    assert result["scan"]["version"].startswith("Wapiti 3.")

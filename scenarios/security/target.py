@@ -81,20 +81,28 @@ class ScanTarget:
 
 
 def _call(
-    client: httpx.Client, method: str, path: str, ok: int, what: str, **kwargs: Any
+    client: httpx.Client,
+    method: str,
+    path: str,
+    ok: int,
+    what: str,
+    also: tuple[int, ...] = (),
+    **kwargs: Any,
 ) -> httpx.Response:
-    """A setup request; waits out a short 429/503 a few times, else fails with one line."""
+    """A setup request; waits out the platform shedding load (429, 502-504) a few times, else
+    fails with one line. ``also`` are answers that count as success after such a retry (a
+    registration that went through although its answer was a 504 is a 409 the second time)."""
     response: httpx.Response | None = None
-    for _ in range(5):
+    for attempt in range(6):
         try:
             response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ScanError(f"scan setup: {what} failed ({type(exc).__name__}: {exc})") from exc
-        if response.status_code == ok:
+        if response.status_code == ok or (attempt and response.status_code in also):
             return response
         retry = response.headers.get("Retry-After", "")
-        if response.status_code in (429, 503) and retry.isdigit() and int(retry) <= 5:
-            time.sleep(max(0.5, int(retry)))
+        if response.status_code in (429, 502, 503, 504):
+            time.sleep(min(5, int(retry)) if retry.isdigit() else 2.0)
             continue
         break
     status = response.status_code if response is not None else "nothing"
@@ -113,6 +121,7 @@ def _register(client: httpx.Client, account: ScanAccount) -> None:
         f"{API}/auth/register",
         201,
         f"registering {account.username}",
+        also=(409,),
         json={
             "username": account.username,
             "email": f"{account.username}@example.com",

@@ -68,13 +68,13 @@ def flaws(
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     table = Table(title="flaws (security/flaws.yaml)", header_style="bold")
-    for column in ("flaw", "on", "OWASP API Top 10", "CWE", "what it opens", "services"):
-        table.add_column(column)
+    for column in ("flaw", "on", "OWASP", "CWE", "what it opens", "services"):
+        table.add_column(column, no_wrap=column == "flaw")
     for f in catalogue.values():
         table.add_row(
             f.name,
             "[red]on[/red]" if f.name in on else "-",
-            f.owasp,
+            f.owasp_id,
             str(f.cwe),
             f.title,
             ", ".join(f.services),
@@ -105,6 +105,48 @@ def flaw_off(
     with console.status(f"switching off {', '.join(chosen)}..."):
         restarted = revoke_flaws(runtime, chosen)
     _report(runtime, restarted)
+
+
+@flaw_app.command("probe")
+def flaw_probe(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="flaw names (default: every flaw)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="every request and answer as JSON")
+    ] = False,
+) -> None:
+    """Send each flaw's probe through the gateway and say whether the hole is open.
+
+    Exit 0 when every verdict is clear (open or closed), 1 when one is unclear."""
+    from scenarios.flaw_probe import run_probe
+
+    catalogue = load_flaws()
+    chosen = check_names(names) if names else list(catalogue)
+    runtime = _running()
+    gateway = runtime.endpoints().gateway
+    on = set(flaws_on(runtime))
+    outcomes = [run_probe(catalogue[name], gateway) for name in chosen]
+    if as_json:
+        doc = [{**o.as_dict(), "switched_on": o.flaw in on} for o in outcomes]
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    else:
+        table = Table(title=f"flaw probes via {gateway}", header_style="bold")
+        for column in ("flaw", "switched on", "probe says", "answer", "what it shows"):
+            table.add_column(column)
+        colours = {"open": "red", "closed": "green", "unclear": "yellow"}
+        for o in outcomes:
+            colour = colours[o.verdict]
+            table.add_row(
+                o.flaw,
+                "yes" if o.flaw in on else "-",
+                f"[{colour}]{o.verdict}[/{colour}]",
+                str(o.response.get("status", "-")),
+                o.shows if o.verdict == "open" else "; ".join(o.notes)[:80],
+            )
+        console.print(table)
+    if any(o.verdict == "unclear" for o in outcomes):
+        raise typer.Exit(1)
 
 
 def _report(runtime: Runtime, restarted: list[str]) -> None:

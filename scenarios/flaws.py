@@ -74,7 +74,7 @@ class Probe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     as_: Literal["none", "user", "unsigned", "cracked"] = Field(default="none", alias="as")
-    needs: list[Literal["other-order"]] = []
+    needs: list[Literal["account", "other-order"]] = []
     crack: list[str] = []
     method: str = "GET"
     path: str

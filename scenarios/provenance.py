@@ -113,9 +113,10 @@ def settings_in_force(runtime: Runtime) -> dict[str, dict[str, str]]:
 def flaws_in_force(runtime: Runtime) -> list[str]:
     """The names of the flaws on in the sandbox (none when it cannot tell)."""
     try:
-        return sorted(runtime.flaws_in_force())
+        state = read_state(runtime.config.state_file) or {}
     except RuntimeError_:
         return []
+    return sorted(state.get("flaws") or {})
 
 
 def _lab_settings(config: LabConfig) -> dict[str, Any]:

@@ -54,6 +54,8 @@ COMPONENTS = (*INFRA, *SERVICES)
 STATE_VERSION = 1
 LOG_TAIL_LINES = 20
 START_TIMEOUT_SECONDS = 30.0
+# Switching flaws may restart all six services at once, which compete for the CPU.
+FLAW_RESTART_TIMEOUT_SECONDS = 90.0
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 INSTALL_HINTS = {
     "redis": "sudo apt-get install -y redis-server",
@@ -283,7 +285,7 @@ class LocalRuntime(Runtime):
                 if self._pid_state(state, name) is None:
                     state["components"][name] = self._spawn(name, state, secret)
             self._save_state(state)
-        self._wait_ready(changed, state, time.monotonic() + START_TIMEOUT_SECONDS)
+        self._wait_ready(changed, state, time.monotonic() + FLAW_RESTART_TIMEOUT_SECONDS)
         return changed
 
     # ================================================================ fault flags / Redis

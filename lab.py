@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "scenarios.cli_bench",
     "scenarios.cli_student",
     "scenarios.cli_flaws",
+    "scenarios.cli_security",
 )
 
 

@@ -9,7 +9,7 @@ import re
 import sys
 import tomllib
 
-HARNESS_ONLY = {"python-on-whales", "typer", "rich"}
+HARNESS_ONLY = {"python-on-whales", "typer", "rich", "schemathesis"}
 REPLACE = {"moto": ["moto[dynamodb]{spec}", "flask", "flask-cors"]}
 
 

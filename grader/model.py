@@ -15,9 +15,12 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from grader.findings import Finding
+
 # 1.1 added each check's raw evidence (``CheckResult.raw``), the run's provenance and its seal;
-# 1.2 the scenario's `teaches`, phase notes, chart value names, the timeline and Prometheus's
-# address; every 1.x result reads with this model (the new fields are optional).
+# 1.2 the scenario's `teaches`, phase notes, chart value names, the timeline, Prometheus's
+# address, and a security scan's findings, its engine run and the flaws that were on
+# (``lab scan``); every 1.x result reads with this model (the new fields are optional).
 RESULT_SCHEMA_VERSION = "1.2"
 
 
@@ -345,6 +348,10 @@ class RunResult(BaseModel):
     # The sandbox's Prometheus as the run saw it, for links to its graph page (schema 1.2).
     prometheus_url: str = ""
     timeline: Timeline | None = None  # schema 1.2
+    # A security scan (schema 1.2): what every engine found, and how the engines ran (engine,
+    # version, duration, operations, report files).
+    findings: list[Finding] = []
+    scan: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod

@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from grader import svg
 from grader.compare import SelftestComparison
+from grader.findings import OWASP_API_2023, by_category
 from grader.model import Chart, CheckResult, Phase, RunResult, Timeline
 from grader.prometheus import to_epoch
 
@@ -270,6 +271,39 @@ def _timeline_view(
     }
 
 
+def _findings_view(result: RunResult) -> list[dict[str, Any]]:
+    """A scan's findings grouped by OWASP API Security Top 10 (2023) category, worst first."""
+    groups = []
+    for key, members in by_category(result.findings).items():
+        groups.append(
+            {
+                "key": key.split(":")[0] if key in OWASP_API_2023 else "Other",
+                "name": OWASP_API_2023.get(key, "Weaknesses outside the API Top 10"),
+                "gated": sum(1 for f in members if f.gated),
+                "findings": [
+                    {
+                        "id": f.id,
+                        "engine": f.engine,
+                        "rule": f.rule,
+                        "title": f.title,
+                        "risk": f.risk,
+                        "confidence": f.confidence,
+                        "level": f.level,
+                        "cwe": f"CWE-{f.cwe}" if f.cwe else "",
+                        "where": f.where,
+                        "evidence": f.evidence,
+                        "fix": f.fix,
+                        "flaw": f.flaw or "",
+                        "instances": f.instances,
+                        "reproduce": f.reproduce,
+                    }
+                    for f in members
+                ],
+            }
+        )
+    return groups
+
+
 def _view(result: RunResult) -> dict[str, Any]:
     origin = _origin(result)
     phases = [
@@ -301,6 +335,8 @@ def _view(result: RunResult) -> dict[str, Any]:
         "traffic": traffic,
         "learned": learned,
         "teaches": [part.strip() for part in result.teaches.split("\n\n") if part.strip()],
+        "finding_groups": _findings_view(result),
+        "scan": result.scan,
         "params": {k: json.dumps(v, default=str) for k, v in sorted(result.params.items())},
         "mode": result.mode_label,
         "settings": {

@@ -522,14 +522,33 @@ def reset(as_json: JsonOption = False) -> None:
 
 def selftest(
     only: Annotated[
-        str | None, typer.Option(help="just this scenario", autocompletion=_complete_scenario)
+        str | None,
+        typer.Option(
+            help="just this scenario (with --security: this flaw)",
+            autocompletion=_complete_scenario,
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="folder (default runs/selftest-TIME)")] = None,
     seed: Annotated[int | None, typer.Option(help="one seed for every run")] = None,
     student: StudentOption = None,
+    security: Annotated[
+        bool,
+        typer.Option(
+            "--security",
+            help="prove the scans instead: hardened no finding, each flaw on found by a probe",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Prove each drill's checks: hardened they pass, with the protection off they fail."""
+    """Prove each drill's checks: hardened they pass, with the protection off they fail.
+
+    With --security: the hardened platform's offline scan finds nothing at WARN or above, and
+    each flaw of security/flaws.yaml, switched on alone, is named by a finding."""
+    if security:
+        from scenarios.cli_security import security_selftest
+
+        security_selftest(only, out, seed)
+        return
     names = [only] if only else list(available())
     loaded = [_load(name) for name in names]
     tags = _tags(student, None, names)

@@ -35,6 +35,7 @@ __all__ = [
     "TagError",
     "assigned_settings",
     "collect",
+    "collect_for",
     "file_sha256",
     "flaws_in_force",
     "run_tags",
@@ -136,8 +137,17 @@ def _lab_settings(config: LabConfig) -> dict[str, Any]:
 
 
 def collect(scenario: Scenario, runtime: Runtime, tags: RunTags | None = None) -> Provenance:
+    return collect_for(
+        SCENARIO_DIR / f"{scenario.name}.yaml", runtime, tags, hints_of=scenario.name
+    )
+
+
+def collect_for(
+    source: Path, runtime: Runtime, tags: RunTags | None = None, *, hints_of: str | None = None
+) -> Provenance:
+    """The provenance of a run defined by the file ``source`` (a scenario, a scan's rules);
+    ``hints_of``: the drill whose revealed hints the run records."""
     tags = tags or RunTags()
-    source = SCENARIO_DIR / f"{scenario.name}.yaml"
     commit = _git("rev-parse", "HEAD")
     dirty = None if commit is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
     return Provenance(
@@ -154,7 +164,7 @@ def collect(scenario: Scenario, runtime: Runtime, tags: RunTags | None = None) -
         flaws=flaws_in_force(runtime),
         lab_settings=_lab_settings(runtime.config),
         assignment=tags.assignment.ref if tags.assignment else None,
-        hints=_hints(runtime.config.home, scenario.name),
+        hints=_hints(runtime.config.home, hints_of) if hints_of else [],
         challenge=active_challenge(runtime.config.home),
     )
 

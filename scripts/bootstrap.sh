@@ -52,4 +52,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/lab
   .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+# The wapiti scanner lives in a virtualenv of its own (its pins clash with ours); a failure here
+# leaves `lab scan --engine wapiti` unavailable, nothing else.
+scripts/install-wapiti.sh || echo "bootstrap: wapiti not installed (lab scan --engine wapiti needs it)" >&2
 echo "bootstrap: ready (.venv/bin/lab)"

@@ -8,6 +8,7 @@ Exit 0 only when no finding is at WARN or above.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from grader.findings import OWASP_API_2023
 from grader.model import RunResult
+from scenarios.cli_support import EXIT_FAILED, EXIT_OK, finish
 from scenarios.config import LabConfig
 from scenarios.engine import new_seed
 from scenarios.runtime import current_runtime
@@ -132,11 +134,12 @@ def scan(
         result = scan_with_flaws(runtime, options, names, out_dir, say)
     except ScanError as exc:
         raise RuntimeError_(str(exc)) from exc
+    code = EXIT_OK if result.passed else EXIT_FAILED
     if as_json:
-        print(result.model_dump_json(indent=2))
-    else:
-        print_scan(result, out_dir, console)
-    raise typer.Exit(0 if result.passed else 1)
+        document = json.loads(result.model_dump_json())
+        finish("scan", code, True, run_dir=str(out_dir) if out_dir else None, result=document)
+    print_scan(result, out_dir, console)
+    raise typer.Exit(code)
 
 
 def scan_with_flaws(

@@ -65,7 +65,7 @@ def test_a_scan_with_bola_on_names_it_and_switches_it_off_again(
     assert "owasp-api1" in failed
     listing = security_sandbox.lab("flaws", "--json")
     assert listing.returncode == 0, listing.stderr
-    assert not [f["name"] for f in json.loads(listing.stdout) if f["on"]]
+    assert not [f["name"] for f in json.loads(listing.stdout)["flaws"] if f["on"]]
 
 
 def test_the_security_selftest_finds_every_flaw_and_nothing_on_the_hardened_platform(
@@ -116,7 +116,7 @@ def test_a_hardened_wapiti_baseline_finds_nothing_at_warn_or_above(
         "scan", "baseline", "--engine", "wapiti", "--max-time", "30", "--out", str(tmp_path),
         "--json", timeout=600,
     )  # fmt: skip
-    result = json.loads(done.stdout)
+    result = json.loads(done.stdout)["result"]
     loud = [f for f in result["findings"] if f["level"] in ("WARN", "FAIL")]
     assert not loud, json.dumps(loud, indent=2)
     assert done.returncode == 0, done.stderr

@@ -32,7 +32,8 @@ def _result(mode: str, failing: set[str]) -> RunResult:
         )
         for c in scenario.checks
     ]
-    return sample_result().model_copy(update={"scenario": NAME, "mode": mode, "checks": checks})
+    update = {"scenario": NAME, "mode": mode, "checks": checks, "errors": []}
+    return sample_result().model_copy(update=update)
 
 
 def _selftest(folder: Path, weakened_failing: set[str]) -> Path:
@@ -62,10 +63,11 @@ def test_write_puts_the_measured_failures_in_the_lab_and_the_readme(
     changed = labdocs.write([folder], labs)
     lab = (labs / "01-upstream-outage.md").read_text()
     assert set(changed) == {labs / "01-upstream-outage.md", labs / "README.md"}
-    assert f"| `{untagged}` |  | 2 | pass | **FAIL** |" in lab
-    assert "| `other-routes-unaffected` |  | 2 | pass | pass |" in lab
+    assert f"| `{untagged}` |  | 2 | **FAIL** |" in lab
+    assert "| `other-routes-unaffected` |  | 2 | pass |" in lab
     readme = (labs / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith(f"| {NAME} |"))
+    assert "`breaker-opens`" in row.split("|")[4]
     assert f"`{untagged}`" in row.split("|")[5]
     assert "| login-race |" in readme  # drills without results keep their row
     assert labdocs.write([folder], labs) == []  # a second write changes nothing
@@ -88,7 +90,7 @@ def test_an_outcome_that_differs_between_selftests_is_written_as_varies(
     second = _selftest(tmp_path / "b", _guarded() | {"fails-fast"})
     labdocs.write([first, second], labs)
     lab = (labs / "01-upstream-outage.md").read_text()
-    assert "| `fails-fast` |  | 2 | pass | varies |" in lab
+    assert "| `fails-fast` |  | 2 | varies |" in lab
     assert labdocs.check([first], labs) == [] and labdocs.check([second], labs) == []
 
 
@@ -97,3 +99,13 @@ def test_a_lab_without_markers_is_one_clear_error(labs: Path, tmp_path: Path) ->
     lab.write_text(lab.read_text().replace("<!-- BEGIN selftest", "<!-- gone"))
     with pytest.raises(labdocs.LabDocsError, match="no `<!-- BEGIN selftest"):
         labdocs.write([_selftest(tmp_path / "st", _guarded())], labs)
+
+
+def test_a_weakened_run_that_broke_off_is_no_measurement(labs: Path, tmp_path: Path) -> None:
+    folder = _selftest(tmp_path / "st", _guarded())
+    weakened = folder / f"{NAME}-weakened" / "result.json"
+    broken = RunResult.model_validate_json(weakened.read_text())
+    broken = broken.model_copy(update={"errors": ["not ready in time: inventory"]})
+    weakened.write_text(broken.model_dump_json())
+    with pytest.raises(labdocs.LabDocsError, match="no selftest results"):
+        labdocs.write([folder], labs)

@@ -40,7 +40,9 @@ durations: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with lab_sandbox(tmp_path_factory.mktemp("labs-home"), 16000) as box:
+    # A generous start-up: this module starts one sandbox for nine labs, and a failed start
+    # would fail all of them on a busy machine.
+    with lab_sandbox(tmp_path_factory.mktemp("labs-home"), 16000, up_timeout=180) as box:
         yield box
     if durations:
         lines = "\n".join(f"  {name:28s} {secs:6.1f} s" for name, secs in durations.items())

@@ -202,7 +202,9 @@ def readme_table(
     previous = {
         m.group(1): line
         for line in old.splitlines()
-        if (m := re.match(r"^\| ([a-z0-9-]+) \|", line)) and m.group(1) in scenarios
+        if (m := re.match(r"^\| ([a-z0-9-]+) \|", line))
+        and m.group(1) in scenarios
+        and line.count("|") == 6  # a row of this table, not of an older one
     }
     lines = [
         HEADER,

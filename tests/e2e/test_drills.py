@@ -17,7 +17,7 @@ import pytest
 
 from scenarios.config import LabConfig
 from scenarios.engine import EngineError, run_scenario, run_selftest
-from scenarios.labdocs import disagreements, lab_file, outcomes_from_results
+from scenarios.labdocs import disagreements, documented, lab_file, outcomes_from_results
 from scenarios.runtime.local import LocalRuntime
 from scenarios.schema import available, load_scenario
 from tests.conftest import sandbox_port_offset
@@ -82,7 +82,13 @@ def test_drill_hardened_passes_and_weakened_fails(
     # The lab's "Break it" table (scenarios.labdocs) says which checks fail when weakened: this
     # selftest is the measurement it must agree with.
     measured = outcomes_from_results(name, [(hardened, weakened)])
-    drift = disagreements(lab_file(name).read_text(encoding="utf-8"), measured)
+    text = lab_file(name).read_text(encoding="utf-8")
+    if not documented(text):
+        pytest.xfail(
+            f"{name}: the lab's selftest table was never measured; write it from this run: "
+            f"`python -m scenarios.labdocs --write {tmp_path}`"
+        )
+    drift = disagreements(text, measured)
     assert not drift, (
         "the lab's selftest table disagrees with this run; regenerate it with "
         f"`python -m scenarios.labdocs --write {tmp_path}` (after checking the runs):\n"

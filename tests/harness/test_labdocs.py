@@ -58,12 +58,12 @@ def _guarded() -> set[str]:
 def test_write_puts_the_measured_failures_in_the_lab_and_the_readme(
     labs: Path, tmp_path: Path
 ) -> None:
-    untagged = "fails-fast"
+    untagged = "time-to-detect"
     folder = _selftest(tmp_path / "st", _guarded() | {untagged})
     changed = labdocs.write([folder], labs)
     lab = (labs / "01-upstream-outage.md").read_text()
     assert set(changed) == {labs / "01-upstream-outage.md", labs / "README.md"}
-    assert f"| `{untagged}` |  | 2 | **FAIL** |" in lab
+    assert f"| `{untagged}` |  | 1 | **FAIL** |" in lab
     assert "| `other-routes-unaffected` |  | 2 | pass |" in lab
     readme = (labs / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith(f"| {NAME} |"))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Bootstrap, then the test suite (unit, API, end-to-end and the schemathesis fuzzing of the public
-# API, tests/fuzz). Arguments go to pytest as they are,
+# Bootstrap, then the test suite (unit, API, end-to-end, every lab executed (tests/labs) and the
+# schemathesis fuzzing of the public API, tests/fuzz). Arguments go to pytest as they are,
 # e.g. scripts/test.sh tests/unit -x. Docker-marked tests run only with CNOP_DOCKER_TESTS=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

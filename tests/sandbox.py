@@ -62,10 +62,12 @@ def lab_sandbox(
     first_offset: int,
     service_env: dict[str, str] | None = None,
     up_args: tuple[str, ...] = (),
+    up_timeout: float = 60.0,
 ) -> Iterator[Sandbox]:
     """``lab up`` (local runtime) at the first free port offset from ``first_offset``;
     ``service_env`` reaches every service (``CNOP_LAB_SERVICE_ENV``), ``up_args`` are more
-    arguments of `lab up` (``("--flaw", "bola")``, ``("--assignment", FILE)``)."""
+    arguments of `lab up` (``("--flaw", "bola")``, ``("--assignment", FILE)``); ``up_timeout``
+    is ``lab up --timeout``."""
     offset = sandbox_port_offset(first_offset)
     env = {
         **os.environ,
@@ -77,11 +79,11 @@ def lab_sandbox(
         env["CNOP_LAB_SERVICE_ENV"] = json.dumps(service_env)
     started = time.perf_counter()
     up = subprocess.run(
-        [LAB, "up", "--runtime", "local", *up_args],
+        [LAB, "up", "--runtime", "local", "--timeout", str(up_timeout), *up_args],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,  # a ceiling; `lab up --timeout` (60 s unless up_args say) decides
+        timeout=up_timeout + 60,
     )
     elapsed = time.perf_counter() - started
     if up.returncode != 0:

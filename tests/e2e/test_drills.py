@@ -1,5 +1,6 @@
 """Every drill against a real platform: hardened, all required checks pass; weakened the way
-its ``weaken`` says, every check that guards the protection fails (what `lab selftest` does).
+its ``weaken`` says, every check that guards the protection fails (what `lab selftest` does),
+and the lab's generated "Break it" table agrees with what this run measured.
 
 One sandbox for the module, started through the runtime API in a temporary CNOP_LAB_HOME on
 shifted ports, so neither a learner's sandbox nor the e2e session sandbox is touched (drills
@@ -16,6 +17,7 @@ import pytest
 
 from scenarios.config import LabConfig
 from scenarios.engine import EngineError, run_scenario, run_selftest
+from scenarios.labdocs import disagreements, documented, lab_file, outcomes_from_results
 from scenarios.runtime.local import LocalRuntime
 from scenarios.schema import available, load_scenario
 from tests.conftest import sandbox_port_offset
@@ -76,6 +78,22 @@ def test_drill_hardened_passes_and_weakened_fails(
     survivors = [c.id for c in weakened.checks if c.guards and c.passed]
     assert not survivors, f"weakened {name}: guarded checks still passed: {survivors}"
     assert outcome.ok, outcome.problems
+
+    # The lab's "Break it" table (scenarios.labdocs) says which checks fail when weakened: this
+    # selftest is the measurement it must agree with.
+    measured = outcomes_from_results(name, [(hardened, weakened)])
+    text = lab_file(name).read_text(encoding="utf-8")
+    if not documented(text):
+        pytest.xfail(
+            f"{name}: the lab's selftest table was never measured; write it from this run: "
+            f"`python -m scenarios.labdocs --write {tmp_path}`"
+        )
+    drift = disagreements(text, measured)
+    assert not drift, (
+        "the lab's selftest table disagrees with this run; regenerate it with "
+        f"`python -m scenarios.labdocs --write {tmp_path}` (after checking the runs):\n"
+        + "\n".join(drift)
+    )
 
 
 def test_the_whole_drill_fits_the_budget(runtime: LocalRuntime) -> None:

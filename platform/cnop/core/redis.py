@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -25,6 +27,11 @@ def make_redis(url: str, timeout: float, max_connections: int = 200) -> Redis:
     Short timeouts turn an outage into a fast, explicit decision, not a hung request. redis-py's
     default async pool raises ``MaxConnectionsError`` (a ``ConnectionError``) when it runs out,
     which would read as "Redis is down" during exactly the floods the limiter exists for.
+
+    One immediate retry on a *connection* error (not a timeout): after Redis restarts, every
+    pooled connection is dead, and without it the first command on each fails, so a service
+    that is fine would fail open or closed once per connection (a limit skipped, a token
+    refused). The retry opens a fresh connection; a Redis that is really down fails it too.
     """
     pool = BlockingConnectionPool.from_url(
         url,
@@ -34,6 +41,7 @@ def make_redis(url: str, timeout: float, max_connections: int = 200) -> Redis:
         socket_connect_timeout=timeout,
         decode_responses=True,
         health_check_interval=5,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return Redis(connection_pool=pool)
 

@@ -208,7 +208,13 @@ def _observations_columns(observations: list[Observation]) -> dict[str, list[Any
         "status": [o.status for o in observations],
         "latency_s": [o.latency_s for o in observations],
         "route": [o.route for o in observations],
+        # What each response said about coming back (max_retry_after_s); None: not said.
+        "retry_after": [_header(o.headers, "retry-after") for o in observations],
     }
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
 def _keep_log_event(spec: CheckSpec, phase: Phase | None) -> Callable[[dict[str, Any]], bool]:
@@ -351,14 +357,25 @@ class _ReplayLogs:
 
 
 def _observations(name: str, columns: dict[str, list[Any]]) -> list[Observation]:
-    routes = columns.get("route") or [""] * len(columns.get("t", []))
+    count = len(columns.get("t", []))
+    routes = columns.get("route") or [""] * count
+    # Evidence stored before the column existed has no Retry-After to replay.
+    retry_after = columns.get("retry_after") or [None] * count
     return [
-        Observation(generator=name, t=t, status=status, latency_s=latency, route=route)
-        for t, status, latency, route in zip(
+        Observation(
+            generator=name,
+            t=t,
+            status=status,
+            latency_s=latency,
+            route=route,
+            headers={} if said is None else {"retry-after": str(said)},
+        )
+        for t, status, latency, route, said in zip(
             columns.get("t", []),
             columns.get("status", []),
             columns.get("latency_s", []),
             routes,
+            retry_after,
             strict=True,
         )
     ]

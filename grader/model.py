@@ -85,6 +85,9 @@ class TrafficCheck(_Spec):
         "time_to_detect_s",  # first `statuses` response after the phase started
         "time_to_recover_s",  # first run of successes after the phase ended
         "max_5xx",  # number of 5xx responses
+        # Longest Retry-After (seconds) of the `statuses` responses: how long a block or
+        # throttle says it lasts (a 403 sent a moment after a 300 s block began says ~300).
+        "max_retry_after_s",
     ]
     statuses: list[int] = []
     window: str = "drill"

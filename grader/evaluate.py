@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from grader.checks import invariant, logs, promql, traffic
-from grader.checks.common import CheckEnv, CheckError
+from grader.checks.common import CheckEnv, CheckError, plain, read_setting
 from grader.evidence import recording_env, replay_env, tape_evidence
-from grader.model import CheckResult, CheckSpec, InvariantCheck, RunContext
+from grader.model import CheckResult, CheckSpec, InvariantCheck, LogsCheck, RunContext
 
 _EVALUATORS: dict[str, Callable[[Any, CheckEnv], tuple[bool, dict[str, Any]]]] = {
     "promql": promql.evaluate,
@@ -45,14 +45,30 @@ def _result(
     )
 
 
+def resolve_setting(spec: CheckSpec, env: CheckEnv) -> tuple[CheckSpec, dict[str, Any]]:
+    """A check whose expected value is a configured number: read it (as of the end of the
+    check's window) and put it where the evaluator looks (``value``, or ``count`` for logs)."""
+    if spec.setting is None:
+        return spec, {}
+    phase = env.ctx.phases.get(getattr(spec, "window", "drill"))
+    configured = read_setting(env, spec.setting, phase.end if phase else None)
+    expected = configured + spec.setting_offset
+    field = "count" if isinstance(spec, LogsCheck) else "value"
+    shown = f"{spec.setting} = {plain(configured)}"
+    if spec.setting_offset:
+        shown += f" {'+' if spec.setting_offset > 0 else '-'} {plain(abs(spec.setting_offset))}"
+    return spec.model_copy(update={field: expected}), {"expected_from": shown}
+
+
 def _judge(spec: CheckSpec, env: CheckEnv) -> tuple[bool, dict[str, Any], str | None]:
     try:
+        spec, configured = resolve_setting(spec, env)
         passed, evidence = _EVALUATORS[spec.kind](spec, env)
     except CheckError as exc:
         return False, {}, str(exc)
     except Exception as exc:  # a check must never crash the run
         return False, {}, f"{type(exc).__name__}: {exc}"
-    return passed, evidence, None
+    return passed, {**configured, **evidence}, None
 
 
 def evaluate_with(spec: CheckSpec, env: CheckEnv) -> CheckResult:

@@ -208,13 +208,9 @@ def _observations_columns(observations: list[Observation]) -> dict[str, list[Any
         "status": [o.status for o in observations],
         "latency_s": [o.latency_s for o in observations],
         "route": [o.route for o in observations],
-        # What each response said about coming back (max_retry_after_s); None: not said.
-        "retry_after": [_header(o.headers, "retry-after") for o in observations],
+        # The answers' headers a check reads (request ids, Retry-After, RateLimit-*).
+        "headers": [o.headers for o in observations],
     }
-
-
-def _header(headers: dict[str, str], name: str) -> str | None:
-    return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
 def _keep_log_event(spec: CheckSpec, phase: Phase | None) -> Callable[[dict[str, Any]], bool]:
@@ -228,9 +224,8 @@ def _keep_log_event(spec: CheckSpec, phase: Phase | None) -> Callable[[dict[str,
         moment = event_time(event)
         if moment is None or not start <= moment <= end:
             return False
-        return matches(event, spec.match) or (
-            spec.before is not None and matches(event, spec.before)
-        )
+        selectors = [spec.match, spec.before, spec.after, spec.until]
+        return any(wanted is not None and matches(event, wanted) for wanted in selectors)
 
     return keep
 
@@ -357,25 +352,18 @@ class _ReplayLogs:
 
 
 def _observations(name: str, columns: dict[str, list[Any]]) -> list[Observation]:
-    count = len(columns.get("t", []))
-    routes = columns.get("route") or [""] * count
-    # Evidence stored before the column existed has no Retry-After to replay.
-    retry_after = columns.get("retry_after") or [None] * count
+    routes = columns.get("route") or [""] * len(columns.get("t", []))
+    headers = columns.get("headers") or [{}] * len(columns.get("t", []))  # older tapes: none
     return [
         Observation(
-            generator=name,
-            t=t,
-            status=status,
-            latency_s=latency,
-            route=route,
-            headers={} if said is None else {"retry-after": str(said)},
+            generator=name, t=t, status=status, latency_s=latency, route=route, headers=kept
         )
-        for t, status, latency, route, said in zip(
+        for t, status, latency, route, kept in zip(
             columns.get("t", []),
             columns.get("status", []),
             columns.get("latency_s", []),
             routes,
-            retry_after,
+            headers,
             strict=True,
         )
     ]

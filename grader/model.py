@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # 1.1 added each check's raw evidence (``CheckResult.raw``), the run's provenance and its seal;
 # every 1.x result reads with this model (the new fields are optional).
@@ -30,9 +30,23 @@ class _Spec(BaseModel):
     hint: str = ""
     # Which protection the check guards; `lab selftest` expects it to fail when that is off.
     guards: str | None = None
+    # The expected value is the platform's configured number instead of a constant:
+    # ``service.field`` of its settings in force (the ``cnop_setting`` metric, read at the end
+    # of the check's window), plus ``setting_offset``. The check's `value` (`count`) is ignored.
+    setting: str | None = Field(default=None, pattern=r"^[a-z]+\.[a-z0-9_]+$")
+    setting_offset: float = 0
+    # How far the observation may lie from the expected value and still pass (`==` within
+    # +- tolerance; `<=` up to expected + tolerance; `>=` down to expected - tolerance).
+    tolerance: float = Field(default=0, ge=0)
 
 
 Comparison = Literal["<", "<=", "==", "!=", ">=", ">"]
+
+
+def _needs_value(spec: Any) -> Any:
+    if spec.value is None and spec.setting is None:
+        raise ValueError("needs `value` (or `setting`, the configured number to compare with)")
+    return spec
 
 
 class PromQLCheck(_Spec):
@@ -42,7 +56,9 @@ class PromQLCheck(_Spec):
     mode: Literal["instant", "range"] = "instant"
     reduce: Literal["sum", "max", "min", "last", "count"] = "sum"  # over series (and samples)
     op: Comparison
-    value: float
+    value: float = None  # type: ignore[assignment]  # required unless `setting` gives it
+
+    _value_or_setting = model_validator(mode="after")(lambda self: _needs_value(self))
 
     @field_validator("query")
     @classmethod
@@ -66,7 +82,26 @@ class LogsCheck(_Spec):
     match: dict[str, Any]  # field -> expected value (event, reason, ...)
     window: str = "drill"
     op: Comparison = ">="
-    count: int = 1
+    count: float = 1
+    # What is measured (grader.checks.logs):
+    #   count        events matching `match` (between the bounds, when `until` is given);
+    #   interval_s   seconds from the `after` event to the `until` event;
+    #   per_request  for each request of `generator` answered with `statuses`, the `match`
+    #                events with its request_id; the count farthest from the expected one is
+    #                the observation (so every request must meet it).
+    measure: Literal["count", "interval_s", "per_request"] = "count"
+    # Bounds within the window: `until` is the first event matching it (after the first `after`
+    # event when `after` is given); counting starts at the last `after` event before it.
+    after: dict[str, Any] | None = None
+    until: dict[str, Any] | None = None
+    bounds_service: str | None = None  # where `after` and `until` are looked for
+    # Place each counted event at the moment its request *started* (timestamp - duration_ms),
+    # so a request that began inside the bounds counts even if it was logged after them.
+    timed_by: Literal["end", "start"] = "end"
+    # per_request: the requests a traffic generator got `statuses` for (their X-Request-ID);
+    # each is looked for among the `match` events of `service` (the upstream) by request_id.
+    generator: str | None = None
+    statuses: list[int] = []
     # Optional order: the first matching event must come before the first event matching this.
     before: dict[str, Any] | None = None
     # Where the `before` events are looked for (default: `service`), e.g. the gateway's breaker
@@ -88,11 +123,27 @@ class TrafficCheck(_Spec):
         # Longest Retry-After (seconds) of the `statuses` responses: how long a block or
         # throttle says it lasts (a 403 sent a moment after a 300 s block began says ~300).
         "max_retry_after_s",
+        # Requests the limiter let through (every answer but 429) minus the GCRA envelope
+        # limit + limit / window x (last send - first send), with `rate_limit` naming the two
+        # settings; 0 is a limiter that admits exactly what it promises.
+        "admitted_over_envelope",
+        "min_latency_s",  # fastest response with status in `statuses` (s)
+        "max_latency_s",  # slowest response with status in `statuses` (s)
+        # Answers a circuit breaker with the configured rules would not have given, replaying
+        # the calls in order (grader.checks.breaker_model); `statuses` are the upstream's
+        # failures (default 5xx but 503), 503 is the open breaker.
+        "breaker_mismatches",
     ]
+    # The settings a metric computes with, by role: admitted_over_envelope needs `limit` and
+    # `window`; breaker_mismatches `failure_rate`, `window`, `min_calls`,
+    # `consecutive_failures`, `half_open_calls` and `open_seconds` (each "service.field").
+    uses: dict[str, str] = {}
     statuses: list[int] = []
     window: str = "drill"
     op: Comparison
-    value: float
+    value: float = None  # type: ignore[assignment]  # required unless `setting` gives it
+
+    _value_or_setting = model_validator(mode="after")(lambda self: _needs_value(self))
 
 
 class InvariantCheck(_Spec):
@@ -129,6 +180,15 @@ class Observation(BaseModel):
     route: str = ""
     error: str | None = None
     headers: dict[str, str] = {}  # only the interesting ones (Retry-After, RateLimit-*)
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == lowered), None)
+
+    @property
+    def request_id(self) -> str | None:
+        """The X-Request-ID the platform answered with: the key to its logs of this request."""
+        return self.header("X-Request-ID")
 
 
 class Account(BaseModel):

@@ -107,6 +107,10 @@ class LoginManyUsersParams(_LoginAttack):
 
     attempts: int = Field(default=60, ge=1, le=5000)
     rate: float = Field(default=30.0, gt=0, le=500)
+    # Afterwards, take the limiter at its word: get one 429, wait exactly its Retry-After and
+    # send one request (GET probe_path), recorded as ``NAME.after_retry_after``.
+    probe_retry_after: bool = False
+    probe_path: str = Field(default=f"{API}/inventory/assets", pattern=r"^/api/v1/")
 
 
 class LoginSprayParams(_LoginAttack):
@@ -562,6 +566,27 @@ async def run_login_many_users(
         await send(ctx, client, name, "POST", f"{API}/auth/login", route="login", json_body=body)
 
     await paced(p.rate, duration, p.attempts, make, p.concurrency)
+    if p.probe_retry_after:
+        await probe_retry_after(ctx, client, name, p.probe_path)
+
+
+PROBE_ASKS = 5  # requests sent at most to be refused once (each admitted one spends a slot)
+
+
+async def probe_retry_after(
+    ctx: TrafficContext, client: httpx.AsyncClient, name: str, path: str
+) -> None:
+    """Is Retry-After true? Be refused (429; recorded under ``name``, the same client), wait
+    exactly what it says, ask again: that request (``NAME.after_retry_after``) must get in."""
+    probe = f"{name}.after_retry_after"
+    ctx.recorder.ensure(probe)
+    for _ in range(PROBE_ASKS):
+        refused = await send(ctx, client, name, "GET", path, route="ask")
+        wait = refused.header("Retry-After") or ""
+        if refused.status == 429 and wait.isdigit():
+            await asyncio.sleep(int(wait))
+            await send(ctx, client, probe, "GET", path, route="probe")
+            return
 
 
 async def run_login_spray(
@@ -760,4 +785,6 @@ def generator_names(name: str, kind: str, params: BaseModel) -> list[str]:
         names += [f"{name}.{route}" for route in params.routes]
     if isinstance(params, TokenAttackParams):
         names += [f"{name}.{variant}" for variant in params.variants]
+    if isinstance(params, LoginManyUsersParams) and params.probe_retry_after:
+        names.append(f"{name}.after_retry_after")
     return names

@@ -33,28 +33,69 @@ class CheckError(Exception):
     student, so it names what is missing."""
 
 
-def compare(observed: float | Decimal | None, op: Comparison, expected: float | Decimal) -> bool:
-    """``observed op expected``; no observation (None, NaN) never passes."""
+def compare(
+    observed: float | Decimal | None,
+    op: Comparison,
+    expected: float | Decimal,
+    tolerance: float = 0,
+) -> bool:
+    """``observed op expected``, allowing ``tolerance`` on the side the comparison is strict
+    about (``==`` within +- tolerance); no observation (None, NaN) never passes."""
     if observed is None:
         return False
     if isinstance(observed, Decimal) and not isinstance(expected, Decimal):
         expected = Decimal(str(expected))
     if isinstance(observed, float) and math.isnan(observed):
         return False
+    if tolerance:
+        slack = Decimal(str(tolerance)) if isinstance(observed, Decimal) else tolerance
+        if op == "==":
+            return abs(observed - expected) <= slack  # type: ignore[operator]
+        if op == "!=":
+            return abs(observed - expected) > slack  # type: ignore[operator]
+        if op in ("<", "<="):
+            return OPS[op](observed, expected + slack)  # type: ignore[operator]
+        return OPS[op](observed, expected - slack)  # type: ignore[operator]
     return OPS[op](observed, expected)
 
 
 def comparison_evidence(
-    observed: float | Decimal | None, op: Comparison, expected: float | Decimal, passed: bool
+    observed: float | Decimal | None,
+    op: Comparison,
+    expected: float | Decimal,
+    passed: bool,
+    tolerance: float = 0,
 ) -> dict[str, Any]:
     shown = "no data" if observed is None else plain(observed)
     verdict = "holds" if passed else "does not hold"
-    return {
+    within = f" (+- {plain(tolerance)})" if tolerance else ""
+    evidence = {
         "observed": plain(observed),
         "op": op,
         "expected": plain(expected),
-        "comparison": f"{shown} {op} {plain(expected)}: {verdict}",
+        "comparison": f"{shown} {op} {plain(expected)}{within}: {verdict}",
     }
+    if tolerance:
+        evidence["tolerance"] = plain(tolerance)
+    return evidence
+
+
+SETTING_METRIC = "cnop_setting"
+
+
+def read_setting(env: CheckEnv, setting: str, at: datetime | float | None = None) -> float:
+    """The configured value of ``service.field`` as the platform exports it (``cnop_setting``),
+    at ``at``: an operator's reading, never the platform's code."""
+    service, _, name = setting.partition(".")
+    query = f'max({SETTING_METRIC}{{service="{service}",name="{name}"}})'
+    samples = env.prom.query(query, at=at)
+    values = [s.v for s in samples if not math.isnan(s.v)]
+    if not values:
+        raise CheckError(
+            f"the platform exports no setting {setting} ({SETTING_METRIC}); "
+            "is the service running and scraped?"
+        )
+    return values[0]
 
 
 def plain(value: Any) -> Any:

@@ -211,15 +211,15 @@ def evaluate(spec: InvariantCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]
         completed = sum(1 for o in orders if str(o.get("status", "")).lower() == "completed")
         evidence["orders"] = len(orders)
         evidence["by_status"] = _count_by(orders, "status")
-        passed = compare(completed, spec.op, spec.value)
-        evidence.update(comparison_evidence(completed, spec.op, spec.value, passed))
+        passed = compare(completed, spec.op, spec.value, spec.tolerance)
+        evidence.update(comparison_evidence(completed, spec.op, spec.value, passed, spec.tolerance))
     elif rule == "balance_equals":
         if spec.value is None:
             raise CheckError("balance_equals needs `value` (the expected USD balance)")
         balance = api.balance()
         expected = dec(spec.value, "value")
-        passed = compare(balance, spec.op, expected)
-        evidence.update(comparison_evidence(balance, spec.op, expected, passed))
+        passed = compare(balance, spec.op, expected, spec.tolerance)
+        evidence.update(comparison_evidence(balance, spec.op, expected, passed, spec.tolerance))
     else:  # pragma: no cover - the model's Literal forbids it
         raise CheckError(f"unknown invariant rule {rule!r}")
     evidence["api_calls"] = api.calls

@@ -91,20 +91,123 @@ def events_in(env: CheckEnv, service: str, phase: Phase) -> list[tuple[float, in
     return found
 
 
+Item = tuple[float, int, dict[str, Any]]  # (time, position in its log, event)
+
+
+def _started(item: Item) -> Item:
+    """The same event placed at the moment its request started (``duration_ms`` earlier)."""
+    moment, position, event = item
+    duration = event.get("duration_ms")
+    if isinstance(duration, int | float) and not isinstance(duration, bool):
+        moment -= duration / 1000
+    return moment, position, event
+
+
+def _bounds(
+    spec: LogsCheck, env: CheckEnv, phase: Phase, events: list[Item]
+) -> tuple[Item | None, Item | None, dict[str, Any]]:
+    """The `after` and `until` events that bound the counting (None where not asked for);
+    the evidence says which were found. Raises CheckError when an asked-for bound is missing."""
+    where = spec.bounds_service or spec.service
+    pool = events if where == spec.service else events_in(env, where, phase)
+    info: dict[str, Any] = {"bounds_service": where}
+    afters = [i for i in pool if matches(i[2], spec.after)] if spec.after else []
+    if spec.after and not afters:
+        raise CheckError(f"no {where} event matching `after` {spec.after} in the window")
+    start = afters[0] if afters else None
+    until = None
+    if spec.until:
+        later = [
+            i for i in pool if matches(i[2], spec.until) and (start is None or i[:2] > start[:2])
+        ]
+        if not later:
+            raise CheckError(f"no {where} event matching `until` {spec.until} in the window")
+        until = later[0]
+        if afters:
+            start = [i for i in afters if i[:2] < until[:2]][-1]
+    if start is not None:
+        info["after_at"] = _iso(start[0])
+        info["after_event"] = start[2]
+    if until is not None:
+        info["until_at"] = _iso(until[0])
+        info["until_event"] = until[2]
+    return start, until, info
+
+
+def _between(item: Item, start: Item | None, until: Item | None, same_log: bool) -> bool:
+    """Strictly between the bounds; within one log its order breaks timestamp ties."""
+    key = item[:2] if same_log else (item[0],)
+    if start is not None and not key > (start[:2] if same_log else (start[0],)):
+        return False
+    return until is None or key < (until[:2] if same_log else (until[0],))
+
+
+def _per_request(
+    spec: LogsCheck, env: CheckEnv, hits: list[Item], evidence: dict[str, Any]
+) -> float | None:
+    """Upstream events per client request: the count farthest from the expected one."""
+    name = spec.generator or ""
+    if name not in env.ctx.traffic:
+        known = ", ".join(sorted(env.ctx.traffic)) or "none"
+        raise CheckError(f"no traffic recorded for generator {name!r} (known: {known})")
+    wanted = set(spec.statuses)
+    ids = [
+        o.request_id
+        for o in env.ctx.traffic[name]
+        if o.request_id and (not wanted or o.status in wanted)
+    ]
+    per_id = {request_id: 0 for request_id in ids}
+    for _, _, event in hits:
+        request_id = event.get("request_id")
+        if request_id in per_id:
+            per_id[request_id] += 1
+    counts = sorted(per_id.values())
+    evidence["requests"] = len(counts)
+    evidence["requests_by_count"] = {str(c): counts.count(c) for c in sorted(set(counts))}
+    if not counts:
+        return None
+    return max(counts, key=lambda c: (abs(c - spec.count), c))
+
+
 def evaluate(spec: LogsCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
     phase = phase_of(env.ctx, spec.window)
     events = events_in(env, spec.service, phase)
-    hits = [item for item in events if matches(item[2], spec.match)]
-    passed = compare(len(hits), spec.op, spec.count)
     evidence: dict[str, Any] = {
         "service": spec.service,
         "match": spec.match,
+        "measure": spec.measure,
         "window": window_evidence(phase),
         "events_in_window": len(events),
-        "count": len(hits),
-        **comparison_evidence(len(hits), spec.op, spec.count, passed),
-        "examples": [event for _, _, event in hits[:MAX_EXAMPLES]],
     }
+    start = until = None
+    if spec.after or spec.until:
+        start, until, evidence["bounds"] = _bounds(spec, env, phase, events)
+    counted = events
+    if spec.timed_by == "start":
+        counted = sorted((_started(i) for i in events), key=lambda i: (i[0], i[1]))
+    same_log = (spec.bounds_service or spec.service) == spec.service and spec.timed_by == "end"
+    hits = [
+        item
+        for item in counted
+        if matches(item[2], spec.match) and _between(item, start, until, same_log)
+    ]
+    observed: float | None
+    if spec.measure == "interval_s":
+        if start is None or until is None:
+            raise CheckError("measure interval_s needs both `after` and `until`")
+        observed = until[0] - start[0]
+    elif spec.measure == "per_request":
+        observed = _per_request(spec, env, hits, evidence)
+    else:
+        observed = float(len(hits))
+    passed = compare(observed, spec.op, spec.count, spec.tolerance)
+    evidence.update(
+        {
+            "count": len(hits),
+            **comparison_evidence(observed, spec.op, spec.count, passed, spec.tolerance),
+            "examples": [event for _, _, event in hits[:MAX_EXAMPLES]],
+        }
+    )
     if spec.before is not None:
         other_service = spec.before_service or spec.service
         others = events if other_service == spec.service else events_in(env, other_service, phase)

@@ -142,14 +142,14 @@ def evaluate(spec: PromQLCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
         observed, detail = _instant(spec, env, query, end)
     else:
         observed, detail = _range(spec, env, query, start, end)
-    passed = compare(observed, spec.op, spec.value)
+    passed = compare(observed, spec.op, spec.value, spec.tolerance)
     evidence: dict[str, Any] = {
         "query": query,
         "mode": spec.mode,
         "reduce": spec.reduce,
         "window": {**window_evidence(phase), "promql_window": window},
         **detail,
-        **comparison_evidence(observed, spec.op, spec.value, passed),
+        **comparison_evidence(observed, spec.op, spec.value, passed, spec.tolerance),
     }
     if spec.mode == "instant":
         evidence["evaluated_at"] = phase.end.isoformat()

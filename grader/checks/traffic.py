@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from grader.checks.breaker_model import BreakerRules, replay_breaker
 from grader.checks.common import (
     CheckEnv,
     CheckError,
@@ -18,6 +19,7 @@ from grader.checks.common import (
     comparison_evidence,
     phase_of,
     plain,
+    read_setting,
     window_evidence,
 )
 from grader.model import Observation, TrafficCheck
@@ -93,14 +95,37 @@ def evaluate(spec: TrafficCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
         evidence["measured"] = len(said)
         evidence["without_retry_after"] = len(said) - len(given)
         observed = max(given) if given else None
+    elif metric in ("min_latency_s", "max_latency_s"):
+        chosen = [o.latency_s for o in inside if not wanted or o.status in wanted]
+        evidence["measured"] = len(chosen)
+        pick = min if metric == "min_latency_s" else max
+        observed = pick(chosen) if chosen else None
+    elif metric == "admitted_over_envelope":
+        observed = _over_envelope(spec, env, inside, evidence)
+    elif metric == "breaker_mismatches":
+        roles = (
+            "failure_rate",
+            "window",
+            "min_calls",
+            "consecutive_failures",
+            "half_open_calls",
+            "open_seconds",
+        )
+        _, numbers = used_settings(spec, env, roles)
+        policy = BreakerRules(*numbers)
+        failures = wanted or {s for s in range(500, 600) if s != 503}
+        replay = replay_breaker([(o.t, o.latency_s, o.status) for o in inside], policy, failures)
+        evidence["configured"] = {role: plain(n) for role, n in zip(roles, numbers, strict=True)}
+        evidence.update(replay.evidence())
+        observed = float(len(replay.mismatches))
     elif metric == "time_to_detect_s":
         observed = _time_to_detect(inside, wanted, start, evidence)
     elif metric == "time_to_recover_s":
         observed = _time_to_recover(everything, wanted, end, evidence)
     else:  # pragma: no cover - the model's Literal forbids it
         raise CheckError(f"unknown traffic metric {metric!r}")
-    passed = compare(observed, spec.op, spec.value)
-    evidence.update(comparison_evidence(observed, spec.op, spec.value, passed))
+    passed = compare(observed, spec.op, spec.value, spec.tolerance)
+    evidence.update(comparison_evidence(observed, spec.op, spec.value, passed, spec.tolerance))
     return passed, evidence
 
 
@@ -114,6 +139,45 @@ def _retry_after(o: Observation) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def used_settings(
+    spec: TrafficCheck, env: CheckEnv, roles: tuple[str, ...]
+) -> tuple[dict[str, str], list[float]]:
+    """The configured numbers a metric needs, read at the end of the check's window."""
+    missing = [role for role in roles if role not in spec.uses]
+    if missing:
+        raise CheckError(f"{spec.metric} needs `uses` to name: {', '.join(missing)}")
+    end = phase_of(env.ctx, spec.window).end
+    return spec.uses, [read_setting(env, spec.uses[role], end) for role in roles]
+
+
+def _over_envelope(
+    spec: TrafficCheck, env: CheckEnv, inside: list[Observation], evidence: dict[str, Any]
+) -> float | None:
+    """Requests the limiter admitted (any answer but 429) minus what GCRA promises a client
+    starting with a full allowance: ``limit`` at once, then one per ``window / limit`` seconds,
+    counted over the time from the first to the last request sent."""
+    names, (limit, window) = used_settings(spec, env, ("limit", "window"))
+    answered = [o for o in inside if o.status != 0]
+    if not answered or window <= 0:
+        return None
+    admitted = sum(1 for o in answered if o.status != 429)
+    elapsed = answered[-1].t - answered[0].t
+    envelope = limit + limit / window * elapsed
+    evidence.update(
+        {
+            "admitted": admitted,
+            "limited": len(answered) - admitted,
+            "elapsed_s": plain(elapsed),
+            "envelope": plain(envelope),
+            "envelope_from": (
+                f"{names['limit']} {plain(limit)} + {plain(limit)} / {names['window']} "
+                f"{plain(window)} x {plain(elapsed)} s"
+            ),
+        }
+    )
+    return admitted - envelope
 
 
 def _time_to_detect(

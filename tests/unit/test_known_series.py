@@ -119,3 +119,38 @@ def test_the_table_stays_a_few_hundred_series() -> None:
     started = time.perf_counter()
     total = sum(len(list(_label_sets(k, values))) for k in KNOWN_SERIES)
     assert total < 300 and time.perf_counter() - started < 1
+
+
+def test_gateway_exports_its_settings_in_force_so_a_drill_reads_what_was_configured(
+    service_env: dict[str, Any],
+) -> None:
+    """A drill compares a measured behaviour with the configured number: the gateway must say
+    which numbers it runs with, overrides included, and never a secret."""
+    text = _scrape_after_start("gateway", {**service_env, "breaker_consecutive_failures": 7})
+    assert 'cnop_setting{name="breaker_consecutive_failures",service="gateway"} 7.0' in text
+    assert 'cnop_setting{name="breaker_open_seconds",service="gateway"} 10.0' in text
+    assert 'cnop_setting{name="breaker_enabled",service="gateway"} 1.0' in text
+    assert 'cnop_setting{name="pool_wait_seconds",service="gateway"}' in text  # a property
+    assert "jwt_secret" not in text and "internal_secret" not in text
+
+
+def test_export_settings_keeps_numbers_and_switches_only() -> None:
+    from cnop.core.metrics import SETTINGS, export_settings
+    from pydantic import BaseModel, SecretStr
+
+    class Demo(BaseModel):
+        limit: int = 5
+        ratio: float = 0.5
+        enabled: bool = False
+        name: str = "x"
+        token: SecretStr = SecretStr("s")
+        origins: list[str] = []
+
+        @property
+        def doubled(self) -> float:
+            return self.ratio * 2
+
+    assert export_settings("demo", Demo()) == 4
+    assert SETTINGS.labels("demo", "limit")._value.get() == 5
+    assert SETTINGS.labels("demo", "enabled")._value.get() == 0
+    assert SETTINGS.labels("demo", "doubled")._value.get() == 1

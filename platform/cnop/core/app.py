@@ -36,7 +36,7 @@ from cnop.core.internal import InternalAuthMiddleware
 from cnop.core.json_body import check_routes
 from cnop.core.locks import UserLocks
 from cnop.core.logging import configure_logging, log_event
-from cnop.core.metrics import MetricsMiddleware, init_known_series
+from cnop.core.metrics import MetricsMiddleware, export_settings, init_known_series
 from cnop.core.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
 from cnop.core.problems import UnhandledErrorMiddleware, install_problem_handlers
 from cnop.core.redis import make_redis
@@ -109,6 +109,7 @@ def create_service_app(
     configure_logging(settings.service_name, settings.log_level)
     # Before anything is served or scraped: a drill's first event must be a change from 0.
     init_known_series(settings.service_name, known_labels)
+    export_settings(settings.service_name, settings)
     check_routes(routers)
     ctx = build_context(settings, uses_dynamodb=uses_dynamodb)
 

@@ -8,6 +8,8 @@ error rate, hang) or through :meth:`FaultFlags.dependency_down` (dependency fail
 Flag values:
   latency             {"ms": 800}                       added before the handler runs
   error_rate          {"rate": 0.5, "status": 500}      share of requests answered with an error
+                      (+ "spread": "even": exactly that share, evenly spaced, e.g. 0.6 fails
+                      the 2nd, 4th and 5th of every 5, never more than needed in a row)
   hang                {"seconds": 30}                   the request waits that long, then 504s
   dependency_failure  {"dependency": "dynamodb"|"redis"|"inventory"|...}
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from typing import Any
@@ -95,6 +98,18 @@ class FaultMiddleware:
     def __init__(self, app: ASGIApp, flags: FaultFlags) -> None:
         self.app = app
         self.flags = flags
+        self._requests = 0  # requests an even error rate has seen (one event loop: no lock)
+
+    def _injects_error(self, flag: dict[str, Any]) -> bool:
+        """Random by default; ``"spread": "even"`` fails request n exactly when the running
+        total floor(n x rate) steps up, so a drill knows the share and the longest failing run
+        (a rate below 1/2 never fails twice in a row) instead of hoping for them."""
+        rate = min(1.0, max(0.0, float(flag.get("rate", 1.0))))
+        if flag.get("spread") != "even":
+            return random.random() < rate
+        self._requests += 1
+        n = self._requests
+        return math.floor(n * rate + 1e-9) > math.floor((n - 1) * rate + 1e-9)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/health"):
@@ -109,7 +124,7 @@ class FaultMiddleware:
             await response(scope, receive, send)
             return
         flag = active.get("error_rate")
-        if flag and random.random() < float(flag.get("rate", 1.0)):
+        if flag and self._injects_error(flag):
             status = int(flag.get("status", 500))
             response = problem_response(
                 status, "Injected fault", scope["path"], slug="injected-fault"

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -87,6 +88,38 @@ DEPENDENCY_ERRORS = Counter(
     "Calls to a dependency that failed, and whether the caller failed open or closed.",
     ["service", "dependency", "operation", "mode"],
 )
+
+# Not in the contract's table: each number and switch of the service's settings as it runs
+# (defaults and CNOP_* overrides together), so a drill compares a behaviour it measured with the
+# value the operator configured, through Prometheus like every other reading. Secrets, strings
+# and lists are never exported; a switch is 1 (on) or 0 (off).
+SETTINGS = Gauge(
+    "cnop_setting",
+    "A numeric setting in force (a switch: 1 on, 0 off), by service and field name.",
+    ["service", "name"],
+)
+
+
+def export_settings(service: str, settings: BaseModel) -> int:
+    """Set ``cnop_setting`` for every int, float and bool field (and numeric property the
+    model computes, such as the gateway's pool wait) of ``settings``; returns how many."""
+    exported = 0
+    names = [*type(settings).model_fields, *_numeric_properties(settings)]
+    for name in names:
+        value = getattr(settings, name, None)
+        if isinstance(value, bool | int | float):
+            SETTINGS.labels(service, name).set(float(value))
+            exported += 1
+    return exported
+
+
+def _numeric_properties(settings: BaseModel) -> list[str]:
+    return [
+        name
+        for name, member in vars(type(settings)).items()
+        if isinstance(member, property) and not name.startswith("_")
+    ]
+
 
 # --- series exported at 0 from start-up ------------------------------------------------------
 # A labelled series only exists once ``.labels(...)`` was called. Were it born at its first

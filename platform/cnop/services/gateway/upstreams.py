@@ -194,9 +194,11 @@ class Upstream:
             self._slots.release()
 
     def _failed(self, exc: Exception, ticket: int, attempt: int) -> ProblemError:
-        self.breaker.record(False, ticket)
         timed_out = isinstance(exc, httpx.TimeoutException | TimeoutError)
         UPSTREAM_REQUESTS.labels(self.name, "timeout" if timed_out else "failure").inc()
+        # Logged before the breaker hears of it: the failure that opens a breaker comes before
+        # its circuit_state_changed in the log, so an operator (or a drill) counting failures
+        # up to the opening counts exactly the ones that opened it.
         log_event(
             "upstream_error",
             logging.WARNING,
@@ -204,6 +206,7 @@ class Upstream:
             error=type(exc).__name__,
             attempt=attempt + 1,
         )
+        self.breaker.record(False, ticket)
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return unavailable(self.name, 2)
         if timed_out:

@@ -58,10 +58,14 @@ def next_ip() -> str:
 
 @contextmanager
 def lab_sandbox(
-    home: Path, first_offset: int, service_env: dict[str, str] | None = None
+    home: Path,
+    first_offset: int,
+    service_env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
 ) -> Iterator[Sandbox]:
     """``lab up`` (local runtime) at the first free port offset from ``first_offset``;
-    ``service_env`` reaches every service (``CNOP_LAB_SERVICE_ENV``)."""
+    ``service_env`` reaches every service (``CNOP_LAB_SERVICE_ENV``); ``ready_timeout`` is
+    `lab up --timeout`."""
     offset = sandbox_port_offset(first_offset)
     env = {
         **os.environ,
@@ -73,7 +77,11 @@ def lab_sandbox(
         env["CNOP_LAB_SERVICE_ENV"] = json.dumps(service_env)
     started = time.perf_counter()
     up = subprocess.run(
-        [LAB, "up", "--runtime", "local"], env=env, capture_output=True, text=True, timeout=120
+        [LAB, "up", "--runtime", "local", "--timeout", str(ready_timeout)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=ready_timeout + 60,
     )
     elapsed = time.perf_counter() - started
     if up.returncode != 0:

@@ -47,7 +47,8 @@ RESTART = (
 
 @pytest.fixture(scope="session")
 def mutants_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    with lab_sandbox(tmp_path_factory.mktemp("mutants-home"), PORT_OFFSET) as box:
+    home = tmp_path_factory.mktemp("mutants-home")
+    with lab_sandbox(home, PORT_OFFSET, ready_timeout=180) as box:
         yield box
 
 

@@ -34,15 +34,27 @@ pytestmark = pytest.mark.mutants
 PORT_OFFSET = 14000
 # Drill after drill, in catalogue order grouped by drill (each drill's scenario parsed once).
 MUTANTS = sorted(load_catalogue(), key=lambda m: m.drill)
-RESTART = (
-    "import sys\n"
-    "from scenarios.config import LabConfig\n"
-    "from scenarios.runtime import current_runtime\n"
-    "runtime = current_runtime(LabConfig())\n"
-    "for name in sys.argv[1:]:\n"
-    "    runtime.stop(name)\n"
-    "    runtime.start(name)\n"
-)
+# Stop and start each service; a start that outlasts the runtime's own readiness wait (a busy
+# machine) is waited out here, up to READY_WAIT_S, before the next service goes.
+READY_WAIT_S = 180
+RESTART = f"""
+import sys, time
+from scenarios.config import LabConfig
+from scenarios.runtime import current_runtime
+from scenarios.runtime.base import RuntimeError_
+
+runtime = current_runtime(LabConfig())
+for name in sys.argv[1:]:
+    runtime.stop(name)
+    try:
+        runtime.start(name)
+    except RuntimeError_:
+        deadline = time.monotonic() + {READY_WAIT_S}
+        while not any(c.name == name and c.ready for c in runtime.status()):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+"""
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +107,7 @@ def _restart(box: Sandbox, services: set[str], pythonpath: Path | None) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=READY_WAIT_S * 6 + 60,
         check=False,
     )
     # The runtime's error is the traceback's end; the service log lines it quotes come first.

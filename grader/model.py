@@ -123,9 +123,9 @@ class TrafficCheck(_Spec):
         # Longest Retry-After (seconds) of the `statuses` responses: how long a block or
         # throttle says it lasts (a 403 sent a moment after a 300 s block began says ~300).
         "max_retry_after_s",
-        # Requests the limiter let through (every answer but 429) minus the GCRA envelope
-        # limit + limit / window x (last send - first send), with `rate_limit` naming the two
-        # settings; 0 is a limiter that admits exactly what it promises.
+        # Requests the limiter let through (every answer but 429) against the GCRA envelope
+        # limit + limit / window x elapsed: 0 within it, else the distance to the bound crossed
+        # (more than that over the run, or fewer before the first 429); `uses` names the two.
         "admitted_over_envelope",
         "min_latency_s",  # fastest response with status in `statuses` (s)
         "max_latency_s",  # slowest response with status in `statuses` (s)

@@ -155,29 +155,45 @@ def used_settings(
 def _over_envelope(
     spec: TrafficCheck, env: CheckEnv, inside: list[Observation], evidence: dict[str, Any]
 ) -> float | None:
-    """Requests the limiter admitted (any answer but 429) minus what GCRA promises a client
-    starting with a full allowance: ``limit`` at once, then one per ``window / limit`` seconds,
-    counted over the time from the first to the last request sent."""
+    """How far the requests the limiter admitted (any answer but 429) lie outside what GCRA
+    promises a client that starts with a full allowance: ``limit`` at once, then one per
+    ``window / limit`` seconds. At most that many over the whole run (the upper bound); and
+    none refused before the allowance was spent: at least that many up to the first 429 (the
+    lower bound, which holds however slowly the client sent). 0 inside, else the signed
+    distance to the bound that was crossed."""
     names, (limit, window) = used_settings(spec, env, ("limit", "window"))
     answered = [o for o in inside if o.status != 0]
-    if not answered or window <= 0:
+    if not answered or window <= 0 or limit <= 0:
         return None
+    rate = limit / window
+    start = answered[0].t
     admitted = sum(1 for o in answered if o.status != 429)
-    elapsed = answered[-1].t - answered[0].t
-    envelope = limit + limit / window * elapsed
+    upper = limit + rate * (answered[-1].t - start)
+    first_refusal = next((o for o in answered if o.status == 429), None)
+    over = admitted - upper
+    under = 0.0
+    if first_refusal is not None:
+        before = sum(1 for o in answered if o.t < first_refusal.t and o.status != 429)
+        lower = limit + rate * (first_refusal.t - start)
+        under = min(0.0, before - lower)
+        evidence["admitted_before_first_429"] = before
+        evidence["lower_bound"] = plain(lower)
+        evidence["first_429_after_s"] = plain(first_refusal.t - start)
     evidence.update(
         {
             "admitted": admitted,
             "limited": len(answered) - admitted,
-            "elapsed_s": plain(elapsed),
-            "envelope": plain(envelope),
+            "elapsed_s": plain(answered[-1].t - start),
+            "upper_bound": plain(upper),
             "envelope_from": (
                 f"{names['limit']} {plain(limit)} + {plain(limit)} / {names['window']} "
-                f"{plain(window)} x {plain(elapsed)} s"
+                f"{plain(window)} x seconds since the first request"
             ),
         }
     )
-    return admitted - envelope
+    if over > 0:
+        return over
+    return under
 
 
 def _time_to_detect(

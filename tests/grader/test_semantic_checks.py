@@ -316,11 +316,15 @@ def test_admitted_requests_match_the_gcra_envelope_of_the_configured_limit() -> 
     # 40 at once, then 40/60 per second over 3 s: 42.
     exact = grade(spec, traffic={"stuffing": flood(42, 18, 3)})
     assert exact.passed, exact.evidence
-    assert exact.evidence["envelope"] == 42
+    assert exact.evidence["upper_bound"] == 42
     generous = grade(spec, traffic={"stuffing": flood(45, 15, 3)})
-    assert not generous.passed
+    assert not generous.passed and generous.evidence["observed"] == 3
     stingy = grade(spec, traffic={"stuffing": flood(38, 22, 3)})
-    assert not stingy.passed
+    assert not stingy.passed and stingy.evidence["observed"] < -1  # refused too early
+    # A client slower than the limit is never refused, and owes the envelope nothing.
+    assert grade(spec, traffic={"stuffing": flood(30, 0, 3)}).passed
+    early = grade(spec, traffic={"stuffing": flood(10, 5, 3)})
+    assert not early.passed and early.evidence["admitted_before_first_429"] == 10
 
 
 # --- a breaker replayed through the contract's rules ----------------------------------------------

@@ -292,3 +292,38 @@ async def test_unreachable_gateway_is_status_zero() -> None:
     await ctx.aclose()
     assert [o.status for o in ctx.recorder.observations["brute"]] == [0, 0]
     assert all(o.error for o in ctx.recorder.observations["brute"])
+
+
+def limiter_stand_in(real_wait_s: float, says: str) -> FastAPI:
+    """A limiter that refuses the asset list until ``real_wait_s`` after its first refusal,
+    and tells clients to come back after ``says`` seconds."""
+    app = FastAPI()
+    app.state.refused_at = None
+
+    @app.get("/api/v1/inventory/assets")
+    async def assets() -> JSONResponse:
+        now = time.monotonic()
+        if app.state.refused_at is None:
+            app.state.refused_at = now
+        if now - app.state.refused_at < real_wait_s:
+            return JSONResponse({}, status_code=429, headers={"Retry-After": says})
+        return JSONResponse({"data": []})
+
+    return app
+
+
+@pytest.mark.parametrize(("real_wait_s", "says", "probe"), [(0.8, "1", 200), (1.6, "1", 429)])
+async def test_the_retry_after_probe_waits_exactly_what_it_was_told(
+    real_wait_s: float, says: str, probe: int
+) -> None:
+    from scenarios.traffic import probe_retry_after
+
+    with serve_in_thread(limiter_stand_in(real_wait_s, says), lifespan="auto") as url:
+        ctx = context(url)
+        await probe_retry_after(ctx, ctx.client(None, 5.0), "stuffing", "/api/v1/inventory/assets")
+        await ctx.aclose()
+    asks = ctx.recorder.observations["stuffing"]
+    probes = ctx.recorder.observations["stuffing.after_retry_after"]
+    assert [o.status for o in asks] == [429]
+    assert [o.status for o in probes] == [probe]
+    assert probes[0].t - asks[0].t >= 1.0  # it waited the whole Retry-After

@@ -155,6 +155,7 @@ def test_drill_catches_the_mutant(
         "caught_by": caught_by,
         "failed_checks": failed,
         "errors": result.get("errors", []),
+        "drill_seconds": result.get("duration_s"),
     }
     assert caught, (
         f"{mutant.drill} did not catch {mutant.id} ({mutant.why}): none of "

@@ -147,8 +147,10 @@ def test_drill_catches_the_mutant(
             # nothing about the mutant, so the drill gets one more go.
             result = _run_drill(mutants_sandbox, mutant.drill, tmp_path / "rerun", platform)
     finally:
-        # Back to the real code, also for services the drill restarted under the mutant.
-        _restart(mutants_sandbox, mutated | _drill_restarts(mutant.drill), None)
+        # Back to the real code, also for services the drill restarted under the mutant; and
+        # always a fresh gateway: its breakers live in its process, and a mutant that made an
+        # upstream fail must not leave the next mutant's drill facing an open breaker.
+        _restart(mutants_sandbox, mutated | _drill_restarts(mutant.drill) | {"gateway"}, None)
     failed = [c["id"] for c in result["checks"] if not c["passed"]]
     caught_by = [c for c in mutant.catches if c in failed]
     caught = not result["passed"] and bool(caught_by)

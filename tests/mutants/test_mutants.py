@@ -4,7 +4,8 @@
 on but wrong (a threshold off by a few, a shorter block, a lock that outlives its TTL), the bug
 real systems have. For each mutant of tests/mutants/catalogue.yaml: a copy of platform/ with the
 mutant applied, the services it changes restarted from that copy (PYTHONPATH first), the drill
-run through `lab run`, the services restarted from the real code again. The mutant is caught
+run through `lab run`; the next mutant first puts whatever ran mutated code back on the real
+code (and always restarts the gateway, whose breakers live in its process). The mutant is caught
 when the run fails and at least one of the checks it names (the ones that measure the broken
 number) failed. One sandbox serves the whole catalogue: only the mutated services restart.
 
@@ -130,27 +131,37 @@ def _run_drill(box: Sandbox, drill: str, out: Path, pythonpath: Path) -> dict[st
     return json.loads(result.read_text())
 
 
+@pytest.fixture(scope="session")
+def dirty() -> set[str]:
+    """Services that may still run a mutant's code: the previous mutant's, and those its drill
+    restarted under it. Each test puts them back on the real code before its own mutant goes
+    in, so a service restarts once per mutant rather than twice."""
+    return set()
+
+
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.id)
 def test_drill_catches_the_mutant(
     mutant: Mutant,
     mutants_sandbox: Sandbox,
     score: dict[str, dict[str, Any]],
+    dirty: set[str],
     tmp_path: Path,
 ) -> None:
     platform = mutated_platform(mutant, tmp_path / "copy")
     mutated = set(mutant.services)
-    try:
-        _restart(mutants_sandbox, mutated, platform)
-        result = _run_drill(mutants_sandbox, mutant.drill, tmp_path / "run", platform)
-        if not result["checks"]:
-            # The method never ran (setup met a platform too busy to answer): that says
-            # nothing about the mutant, so the drill gets one more go.
-            result = _run_drill(mutants_sandbox, mutant.drill, tmp_path / "rerun", platform)
-    finally:
-        # Back to the real code, also for services the drill restarted under the mutant; and
-        # always a fresh gateway: its breakers live in its process, and a mutant that made an
-        # upstream fail must not leave the next mutant's drill facing an open breaker.
-        _restart(mutants_sandbox, mutated | _drill_restarts(mutant.drill) | {"gateway"}, None)
+    # Always a fresh gateway: its breakers live in its process, and a mutant that made an
+    # upstream fail must not leave this drill facing an open breaker.
+    clean = (dirty | {"gateway"}) - mutated
+    dirty.clear()
+    dirty.update(mutated | _drill_restarts(mutant.drill))
+    if clean:
+        _restart(mutants_sandbox, clean, None)
+    _restart(mutants_sandbox, mutated, platform)
+    result = _run_drill(mutants_sandbox, mutant.drill, tmp_path / "run", platform)
+    if not result["checks"]:
+        # The method never ran (setup met a platform too busy to answer): that says nothing
+        # about the mutant, so the drill gets one more go.
+        result = _run_drill(mutants_sandbox, mutant.drill, tmp_path / "rerun", platform)
     failed = [c["id"] for c in result["checks"] if not c["passed"]]
     caught_by = [c for c in mutant.catches if c in failed]
     caught = not result["passed"] and bool(caught_by)

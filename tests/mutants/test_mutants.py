@@ -80,6 +80,8 @@ def score(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[s
     lines = [f"\nmutation score: {caught}/{len(outcomes)} ({target})"]
     for mutant_id, o in outcomes.items():
         verdict = "caught by " + ", ".join(o["caught_by"]) if o["caught"] else "NOT CAUGHT"
+        if o["gap"] and not o["caught"]:
+            verdict += f" (known gap: {o['gap']})"
         lines.append(f"  {mutant_id:34} {o['drill']:18} {verdict}")
     print("\n".join(lines))
 
@@ -173,7 +175,10 @@ def test_drill_catches_the_mutant(
         "failed_checks": failed,
         "errors": result.get("errors", []),
         "drill_seconds": result.get("duration_s"),
+        "gap": mutant.gap,
     }
+    if mutant.gap and not caught:
+        pytest.xfail(f"{mutant.id} survives {mutant.drill}: {mutant.gap}")
     assert caught, (
         f"{mutant.drill} did not catch {mutant.id} ({mutant.why}): none of "
         f"{mutant.catches} failed; failed checks: {failed or 'none'}; "

@@ -155,45 +155,56 @@ def used_settings(
 def _over_envelope(
     spec: TrafficCheck, env: CheckEnv, inside: list[Observation], evidence: dict[str, Any]
 ) -> float | None:
-    """How far the requests the limiter admitted (any answer but 429) lie outside what GCRA
-    promises a client that starts with a full allowance: ``limit`` at once, then one per
-    ``window / limit`` seconds. At most that many over the whole run (the upper bound); and
-    none refused before the allowance was spent: at least that many up to the first 429 (the
-    lower bound, which holds however slowly the client sent). 0 inside, else the signed
-    distance to the bound that was crossed."""
+    """How far the requests the limiter admitted (any answer but 429) lie outside what GCRA,
+    a token bucket of ``limit`` refilled at ``limit / window`` per second, promises:
+
+    * never more: in no stretch of the run [a, b] more than limit + rate x (b - a) admitted;
+    * never refused early: before each 429 there is a stretch [a, 429) in which the client
+      already got more than limit - 1 + rate x (429 - a) through (less than one request was
+      left), however slowly it sent before (a bucket never holds more than ``limit``, so idle
+      time is not banked).
+
+    0 when both hold, else the signed distance to the bound crossed (over: positive)."""
     names, (limit, window) = used_settings(spec, env, ("limit", "window"))
-    answered = [o for o in inside if o.status != 0]
+    answered = sorted((o for o in inside if o.status != 0), key=lambda o: o.t)
     if not answered or window <= 0 or limit <= 0:
         return None
     rate = limit / window
-    start = answered[0].t
-    admitted = sum(1 for o in answered if o.status != 429)
-    upper = limit + rate * (answered[-1].t - start)
-    first_refusal = next((o for o in answered if o.status == 429), None)
-    over = admitted - upper
+    times = [o.t for o in answered if o.status != 429]
+    over = (
+        max(
+            (j - i + 1) - (limit + rate * (times[j] - times[i]))
+            for i in range(len(times))
+            for j in range(i, len(times))
+        )
+        if times
+        else 0.0
+    )
+    refusals = [o.t for o in answered if o.status == 429]
     under = 0.0
-    if first_refusal is not None:
-        before = sum(1 for o in answered if o.t < first_refusal.t and o.status != 429)
-        lower = limit + rate * (first_refusal.t - start)
-        under = min(0.0, before - lower)
-        evidence["admitted_before_first_429"] = before
-        evidence["lower_bound"] = plain(lower)
-        evidence["first_429_after_s"] = plain(first_refusal.t - start)
+    for refused_at in refusals:
+        before = [t for t in times if t < refused_at]
+        best = (
+            max((len(before) - i) - rate * (refused_at - before[i]) for i in range(len(before)))
+            if before
+            else 0.0
+        )
+        # Refused: the bucket held less than one whole request, so best > limit - 1.
+        under = min(under, best - (limit - 1))
     evidence.update(
         {
-            "admitted": admitted,
-            "limited": len(answered) - admitted,
-            "elapsed_s": plain(answered[-1].t - start),
-            "upper_bound": plain(upper),
-            "envelope_from": (
-                f"{names['limit']} {plain(limit)} + {plain(limit)} / {names['window']} "
-                f"{plain(window)} x seconds since the first request"
+            "admitted": len(times),
+            "limited": len(refusals),
+            "elapsed_s": plain(answered[-1].t - answered[0].t),
+            "most_over_the_bucket": plain(over),
+            "most_refused_early": plain(-under),
+            "bucket": (
+                f"{names['limit']} {plain(limit)} at once, refilled at {plain(limit)} / "
+                f"{names['window']} {plain(window)} per second"
             ),
         }
     )
-    if over > 0:
-        return over
-    return under
+    return over if over > 0 else under
 
 
 def _time_to_detect(

@@ -124,6 +124,9 @@ class TrafficCheck(_Spec):
         "time_to_detect_s",  # first `statuses` response after the phase started
         "time_to_recover_s",  # first run of successes after the phase ended
         "max_5xx",  # number of 5xx responses
+        # Longest Retry-After (seconds) of the `statuses` responses: how long a block or
+        # throttle says it lasts (a 403 sent a moment after a 300 s block began says ~300).
+        "max_retry_after_s",
         # Requests the limiter let through (every answer but 429) against the GCRA envelope
         # limit + limit / window x elapsed: 0 within it, else the distance to the bound crossed
         # (more than that over the run, or fewer before the first 429); `uses` names the two.

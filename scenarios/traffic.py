@@ -346,8 +346,9 @@ async def send(
         error = "timeout"
     except httpx.HTTPError as exc:
         error = type(exc).__name__
-    if status in (429, 503) and "retry-after" not in {k.lower() for k in kept}:
-        # A refusal that does not say when to come back: recorded apart so a check can count it.
+    if status in (409, 429, 503) and "retry-after" not in {k.lower() for k in kept}:
+        # A refusal that does not say when to come back (a limit, an outage, lock contention):
+        # recorded apart so a check can count it.
         also = (*also, f"{generator}.no_retry_after")
     obs = Observation(
         generator=generator,
@@ -777,8 +778,8 @@ def client_addresses(params: BaseModel) -> list[str]:
 
 def generator_names(name: str, kind: str, params: BaseModel) -> list[str]:
     """Every generator name a step records under (checks may refer to any of them):
-    the step's own, one per route or token variant, and ``NAME.no_retry_after`` (429 and 503
-    answers without a Retry-After header)."""
+    the step's own, one per route or token variant, and ``NAME.no_retry_after`` (409, 429 and
+    503 answers without a Retry-After header)."""
     names = [name, f"{name}.no_retry_after"]
     if isinstance(params, BrowseParams):
         names += [f"{name}.{route}" for route in params.routes]

@@ -89,6 +89,12 @@ def evaluate(spec: TrafficCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
         observed = None if p99 is None else p99 * 1000
         if chosen:
             evidence["max_latency_ms"] = plain(max(o.latency_s for o in chosen) * 1000)
+    elif metric == "max_retry_after_s":
+        said = [_retry_after(o) for o in inside if not wanted or o.status in wanted]
+        given = [v for v in said if v is not None]
+        evidence["measured"] = len(said)
+        evidence["without_retry_after"] = len(said) - len(given)
+        observed = max(given) if given else None
     elif metric in ("min_latency_s", "max_latency_s"):
         chosen = [o.latency_s for o in inside if not wanted or o.status in wanted]
         evidence["measured"] = len(chosen)
@@ -121,6 +127,18 @@ def evaluate(spec: TrafficCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
     passed = compare(observed, spec.op, spec.value, spec.tolerance)
     evidence.update(comparison_evidence(observed, spec.op, spec.value, passed, spec.tolerance))
     return passed, evidence
+
+
+def _retry_after(o: Observation) -> float | None:
+    """The response's Retry-After in seconds (delay-seconds only: the platform never sends an
+    HTTP date), None when absent or unreadable."""
+    for name, value in o.headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def used_settings(

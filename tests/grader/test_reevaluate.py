@@ -139,6 +139,7 @@ def test_logs_reevaluation_gives_the_live_verdict(fields: dict[str, Any]) -> Non
         ("time_to_detect_s", [503], "<=", 3),
         ("time_to_recover_s", [], "<=", 2),
         ("share_status", [503], ">=", 0.5),
+        ("max_retry_after_s", [503], ">=", 1),
     ],
 )
 def test_traffic_reevaluation_gives_the_live_verdict(

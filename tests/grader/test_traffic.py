@@ -16,7 +16,10 @@ E0 = T0.timestamp()
 
 
 def obs(t: float, status: int, latency_ms: float = 20) -> Observation:
-    return Observation(generator="web", t=E0 + t, status=status, latency_s=latency_ms / 1000)
+    said = {"Retry-After": str(1 + int(t) % 3)} if status == 503 else {}
+    return Observation(
+        generator="web", t=E0 + t, status=status, latency_s=latency_ms / 1000, headers=said
+    )
 
 
 def traffic() -> list[Observation]:
@@ -146,3 +149,27 @@ def test_unknown_generator_and_empty_window() -> None:
     assert not result.passed and "nope" in result.error and "web" in result.error
     empty = evaluate(check(metric="share_status", statuses=[200], op=">=", value=0), ctx([]))
     assert not empty.passed and empty.evidence["responses"] == 0
+
+
+def test_max_retry_after_reads_the_longest_wait_a_refusal_announced() -> None:
+    """A block's length shows in what its refusals say: 403s at 298, 297 and one short
+    reservation refusal at 12 read 298; a refusal without the header is counted apart."""
+    said = [(1, 403, "12"), (2, 403, "298"), (3, 403, "297"), (4, 403, None), (5, 401, "900")]
+    observations = [
+        Observation(
+            generator="web",
+            t=E0 + t,
+            status=status,
+            latency_s=0.01,
+            headers={} if value is None else {"Retry-After": value},
+        )
+        for t, status, value in said
+    ]
+    lasts = check(metric="max_retry_after_s", statuses=[403], op=">=", value=280)
+    result = evaluate(lasts, ctx(observations))
+    assert result.passed
+    assert result.evidence["observed"] == 298
+    assert result.evidence["without_retry_after"] == 1
+    shortened = evaluate(lasts, ctx([o for o in observations if o.t < E0 + 2]))
+    assert not shortened.passed and shortened.evidence["observed"] == 12
+    assert not evaluate(lasts, ctx([])).passed  # no refusal at all proves nothing

@@ -7,6 +7,8 @@ unknown scenario; a platform that is not running is one line and exit 1.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Annotated, NoReturn
 
 import typer
@@ -88,14 +90,7 @@ def flaw_on(
     as_json: JsonOption = False,
 ) -> None:
     """Switch flaws on; only the services they concern restart."""
-    chosen = check_names(names)
-    runtime = _running()
-    if as_json:
-        restarted = apply_flaws(runtime, chosen)
-        finish("flaw on", EXIT_OK, True, restarted=restarted, flaws_on=flaws_on(runtime))
-    with console.status(f"switching on {', '.join(chosen)}..."):
-        restarted = apply_flaws(runtime, chosen)
-    _report(runtime, restarted)
+    _switch("on", apply_flaws, names, as_json)
 
 
 @flaw_app.command("off")
@@ -104,13 +99,21 @@ def flaw_off(
     as_json: JsonOption = False,
 ) -> None:
     """Switch flaws off; only the services they concern restart."""
+    _switch("off", revoke_flaws, names, as_json)
+
+
+def _switch(
+    verb: str, change: Callable[[Runtime, list[str]], list[str]], names: list[str], as_json: bool
+) -> None:
     chosen = check_names(names)
     runtime = _running()
+    spinner = (
+        nullcontext() if as_json else console.status(f"switching {verb} {', '.join(chosen)}...")
+    )
+    with spinner:
+        restarted = change(runtime, chosen)
     if as_json:
-        restarted = revoke_flaws(runtime, chosen)
-        finish("flaw off", EXIT_OK, True, restarted=restarted, flaws_on=flaws_on(runtime))
-    with console.status(f"switching off {', '.join(chosen)}..."):
-        restarted = revoke_flaws(runtime, chosen)
+        finish(f"flaw {verb}", EXIT_OK, True, restarted=restarted, flaws_on=flaws_on(runtime))
     _report(runtime, restarted)
 
 

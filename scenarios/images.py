@@ -343,7 +343,10 @@ def _build_from_base(
     log_file: Path | None,
 ) -> BuildStep:
     began = time.monotonic()
-    if not force and image_exists(image):
+    # The Dockerfile's hash and the base's name as a label: an image built from an older
+    # Dockerfile (a changed data directory, say) is rebuilt, not silently reused.
+    source = hashlib.sha256(dockerfile.read_bytes() + base_image.encode()).hexdigest()
+    if not force and image_label(image, SOURCE_LABEL) == source:
         return BuildStep(image, time.monotonic() - began, built=False, note="exists")
     log(f"building {image} from Debian packages ...")
     _docker_build(
@@ -352,6 +355,8 @@ def _build_from_base(
             str(dockerfile),
             "--build-arg",
             f"BASE_IMAGE={base_image}",
+            "--label",
+            f"{SOURCE_LABEL}={source}",
             "-t",
             image,
             str(dockerfile.parent),

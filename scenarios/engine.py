@@ -118,6 +118,9 @@ def progress_stamp(t0: float, now: float | None = None) -> str:
 # --- accounts -----------------------------------------------------------------------------
 
 
+SETUP_WAIT_SECONDS = 30.0
+
+
 def _credentials(name: str, seed: int, nonce: str, rng: random.Random) -> tuple[str, str]:
     tag = f"{seed % 10000:04d}"
     username = f"{name}_{tag}{nonce}"  # name <= 12 chars: at most 23, within ^[A-Za-z0-9_]{6,30}$
@@ -129,8 +132,10 @@ def _credentials(name: str, seed: int, nonce: str, rng: random.Random) -> tuple[
 async def _call(
     client: httpx.AsyncClient, method: str, path: str, what: str, ok: int, **kwargs: Any
 ) -> httpx.Response:
-    """A setup request; waits out a 429/503 with Retry-After a few times, else fails clearly."""
-    for _ in range(5):
+    """A setup request; waits out a 429/503 with Retry-After (up to SETUP_WAIT_SECONDS in all:
+    an open breaker left by the drill before says 10 s), else fails clearly."""
+    waited = 0.0
+    for _ in range(8):
         try:
             response = await client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -138,9 +143,12 @@ async def _call(
         if response.status_code == ok:
             return response
         retry = response.headers.get("Retry-After", "")
-        if response.status_code in (429, 503) and retry.isdigit() and int(retry) <= 5:
-            await asyncio.sleep(max(0.5, int(retry)))
-            continue
+        if response.status_code in (429, 503) and retry.isdigit():
+            pause = max(0.5, float(retry))
+            if waited + pause <= SETUP_WAIT_SECONDS:
+                waited += pause
+                await asyncio.sleep(pause)
+                continue
         break
     detail = ""
     with contextlib.suppress(ValueError, AttributeError):

@@ -78,3 +78,36 @@ def test_log_lines_are_json_with_request_id_and_user() -> None:
     assert doc["service"] == "order" and doc["event"] == "order_completed"
     assert doc["request_id"] == "req-12345678" and doc["user"] == "alice_trader"
     assert doc["order_id"] == "ord_1" and doc["level"] == "info" and doc["timestamp"]
+
+
+async def test_password_hashing_runs_at_most_max_concurrent_at_once() -> None:
+    """A login burst must not run 40 argon2 hashes (19 MiB each) at once: a container with a
+    memory limit would be killed."""
+    import asyncio
+    import threading
+
+    from cnop.services.user.passwords import Passwords
+
+    passwords = Passwords(time_cost=1, memory_cost_kib=1024, parallelism=1, max_concurrent=2)
+    running = peak = 0
+    guard = threading.Lock()
+    verify = passwords._hasher.verify
+
+    def counting(*args: object) -> bool:
+        nonlocal running, peak
+        with guard:
+            running += 1
+            peak = max(peak, running)
+        try:
+            import time
+
+            time.sleep(0.05)
+            return verify(*args)  # type: ignore[arg-type]
+        finally:
+            with guard:
+                running -= 1
+
+    passwords._hasher.verify = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(*(passwords.verify("x", None) for _ in range(10)))
+    assert results == [False] * 10
+    assert peak == 2

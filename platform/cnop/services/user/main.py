@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             time_cost=settings.argon2_time_cost,
             memory_cost_kib=settings.argon2_memory_cost_kib,
             parallelism=settings.argon2_parallelism,
+            max_concurrent=settings.argon2_max_concurrent,
         )
 
     return create_service_app(

@@ -37,6 +37,9 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_cost_kib: int = Field(default=19456, ge=1024)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # Hashes at once (each holds argon2_memory_cost_kib): bounds the service's memory under a
+    # login burst; more than the cores gains nothing.
+    argon2_max_concurrent: int = Field(default=4, ge=1, le=64)
     # Flaws (security/flaws.yaml), off by default. The profile answers the whole stored record,
     # password hash and role included (data-exposure); login answers 404 for an unknown username
     # instead of the one 401 for any bad credentials (user-enumeration).

@@ -18,6 +18,7 @@ of its body is read.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
@@ -121,9 +122,11 @@ def create_service_app(
         if on_startup is not None:
             await on_startup(ctx)
         log_event("service_started", port=settings.port)
+        fault_watcher = asyncio.create_task(ctx.faults.watch(), name="fault-flags")
         try:
             yield
         finally:
+            fault_watcher.cancel()
             if on_shutdown is not None:
                 await on_shutdown(ctx)
             await ctx.http.aclose()

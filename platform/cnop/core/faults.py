@@ -63,6 +63,19 @@ class FaultFlags:
                     await self._reload()
         return self._active
 
+    async def watch(self) -> None:
+        """Re-reads the flags every refresh interval, requests or not: a fault cleared while
+        no request arrives is logged (``fault_cleared``) and its gauge drops when it happens,
+        not at the next request, which may come minutes later or never."""
+        if not self.enabled:
+            return
+        while True:
+            try:
+                await self.current()
+            except Exception as exc:  # a watcher that died would stop logging faults
+                log_event("fault_refresh_failed", logging.WARNING, error=type(exc).__name__)
+            await asyncio.sleep(max(self._refresh, 0.05))
+
     async def _reload(self) -> None:
         self._checked_at = time.monotonic()
         try:

@@ -250,7 +250,11 @@ def _place_order(http: httpx.Client, token: str, nonce: str) -> str:
     price = Decimal(str(((asset.json() or {}).get("data") or {}).get("price_usd") or "0"))
     if asset.status_code != 200 or price <= 0:
         raise _SetupFailed(f"price of BTC: {asset.status_code} {asset.text[:200]}")
-    quantity = (Decimal("50") / price).quantize(Decimal("0.00000001"))
+    # The smallest order the platform takes (0.001): a share of 50 USD is below it once BTC
+    # passes 50,000 USD, and prices move.
+    quantity = Decimal("0.001")
+    if price * quantity > Decimal("900"):
+        raise _SetupFailed(f"BTC at {price} USD: 0.001 BTC costs more than the 1000 USD deposit")
     order = http.post(
         "/api/v1/orders",
         json={"order_type": "market_buy", "asset_id": "BTC", "quantity": str(quantity)},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -48,6 +49,27 @@ class Sandbox:
             timeout=timeout,
             limits=httpx.Limits(max_connections=100),
         )
+
+
+def register_account(gateway: str, prefix: str = "tester") -> tuple[str, str]:
+    """A new account through the public API (a user would do the same); its name and password."""
+    suffix = secrets.token_hex(4)
+    username, password = f"{prefix}_{suffix}", f"{prefix.title()}-{suffix}1"
+    body = {
+        "username": username,
+        "email": f"{username}@example.com",
+        "password": password,
+        "first_name": "Test",
+        "last_name": prefix.title(),
+    }
+    created = httpx.post(f"{gateway}/api/v1/auth/register", json=body, timeout=15)
+    assert created.status_code == 201, created.text
+    return username, password
+
+
+def login_status(gateway: str, username: str, password: str) -> int:
+    body = {"username": username, "password": password}
+    return httpx.post(f"{gateway}/api/v1/auth/login", json=body, timeout=15).status_code
 
 
 def next_ip() -> str:

@@ -287,6 +287,16 @@ def flaw_env(flaws: FlawLayer) -> dict[str, dict[str, str]]:
     return merged
 
 
+def switch_flaws_in(state: dict[str, Any], flaws: FlawLayer) -> list[str]:
+    """Records ``flaws`` as the sandbox's flaws in ``state``; returns the services whose
+    settings that changes (they must restart), in the order of :data:`SERVICES`."""
+    wanted = normalise_flaws(flaws)
+    before = flaw_env(state.get("flaws") or {})
+    state["flaws"] = wanted
+    after = flaw_env(wanted)
+    return [s for s in SERVICES if before.get(s, {}) != after.get(s, {})]
+
+
 def check_settings(name: str, env: Mapping[str, str] | None) -> None:
     """What every runtime checks before it restarts a service with other settings."""
     if name not in SERVICES:

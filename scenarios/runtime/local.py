@@ -47,9 +47,9 @@ from scenarios.runtime.base import (
     check_settings,
     fault_flag_key,
     fault_flag_pattern,
-    flaw_env,
     normalise_flaws,
     service_layers,
+    switch_flaws_in,
 )
 from scenarios.runtime.promconfig import RULES, local_jobs, render_prometheus_config
 from scenarios.runtime.sandbox import SandboxLock, read_state
@@ -269,13 +269,10 @@ class LocalRuntime(Runtime):
         self.start(name)
 
     def set_flaws(self, flaws: FlawLayer) -> list[str]:
-        wanted = normalise_flaws(flaws)
+        normalise_flaws(flaws)  # a bad layer is refused before the lock is taken
         with self._locked():
             state = self._require_state()
-            before = flaw_env(state.get("flaws") or {})
-            state["flaws"] = wanted
-            after = flaw_env(wanted)
-            changed = [s for s in SERVICES if before.get(s, {}) != after.get(s, {})]
+            changed = switch_flaws_in(state, flaws)
             self._save_state(state)
         if not changed:
             return []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 import subprocess
 import time
@@ -16,6 +15,7 @@ import pytest
 from scenarios.runtime.base import SERVICES, RuntimeError_
 from scenarios.runtime.docker import DockerRuntime
 from tests.docker.conftest import UP_BUDGET_SECONDS, DockerSandbox, project_leftovers
+from tests.sandbox import login_status, register_account
 
 pytestmark = pytest.mark.docker
 
@@ -162,35 +162,15 @@ def test_kill_and_start_a_service(docker_sandbox: DockerSandbox) -> None:
     _eventually(lambda: _assets_status(box) == 200, 20, "assets served again")
 
 
-def _register(gateway: str) -> tuple[str, str]:
-    suffix = secrets.token_hex(4)
-    username, password = f"durable_{suffix}", f"Durable-{suffix}1"
-    body = {
-        "username": username,
-        "email": f"{username}@example.com",
-        "password": password,
-        "first_name": "Du",
-        "last_name": "Rable",
-    }
-    created = httpx.post(f"{gateway}/api/v1/auth/register", json=body, timeout=15)
-    assert created.status_code == 201, created.text
-    return username, password
-
-
-def _login(gateway: str, username: str, password: str) -> int:
-    body = {"username": username, "password": password}
-    return httpx.post(f"{gateway}/api/v1/auth/login", json=body, timeout=15).status_code
-
-
 def test_a_killed_dynamodb_keeps_every_account(docker_sandbox: DockerSandbox) -> None:
     """The stand-in's journal replays on start: `docker kill` loses no table, no account."""
     box = docker_sandbox
     gateway = box.endpoints.gateway
-    username, password = _register(gateway)
+    username, password = register_account(gateway, "durable")
     box.runtime.kill("dynamodb")
     assert _status(box, "dynamodb") == "exited"
     box.runtime.start("dynamodb")
-    _eventually(lambda: _login(gateway, username, password) == 200, 30, "the account is back")
+    _eventually(lambda: login_status(gateway, username, password) == 200, 30, "the account is back")
 
 
 def test_pause_and_resume(docker_sandbox: DockerSandbox) -> None:
@@ -360,14 +340,14 @@ def test_persist_keeps_data_across_down_and_up(docker_sandbox: DockerSandbox) ->
     assert docker_sandbox.down_done  # after test_down_leaves_nothing_behind
     try:
         gateway = runtime.up(persist=True, timeout=180).gateway
-        username, password = _register(gateway)
+        username, password = register_account(gateway, "durable")
         runtime.down()
         assert project_leftovers(docker_sandbox.project)["volumes"]
         gateway = runtime.up(persist=True, timeout=180).gateway
-        assert _login(gateway, username, password) == 200
+        assert login_status(gateway, username, password) == 200
         runtime.down()
         gateway = runtime.up(timeout=180).gateway
-        assert _login(gateway, username, password) == 401
+        assert login_status(gateway, username, password) == 401
     finally:
         runtime.down()
     assert project_leftovers(docker_sandbox.project)["volumes"] == []

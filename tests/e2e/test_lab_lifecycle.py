@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from scenarios.config import LabConfig
 from scenarios.runtime.base import INFRA, SERVICES, ComponentStatus
 from scenarios.runtime.local import LocalRuntime
 from tests.conftest import sandbox_port_offset
+from tests.sandbox import login_status, register_account
 
 pytestmark = pytest.mark.e2e
 
@@ -203,10 +203,10 @@ def test_runtime_operations(box: Box) -> None:
     assert states()["auth"].ready
 
     # DynamoDB keeps its data through an outage, as the real one does.
-    username, password = _register_and_login(box.gateway)
+    username, password = register_account(box.gateway, "persist")
     runtime.kill("dynamodb")
     runtime.start("dynamodb")
-    assert _login(box.gateway, username, password) == 200
+    assert login_status(box.gateway, username, password) == 200
 
     since = datetime.now(UTC) - timedelta(minutes=5)
     events = list(runtime.log_events("order", since))
@@ -240,50 +240,25 @@ def test_missing_redis_binary_is_one_line(tmp_path_factory: pytest.TempPathFacto
     assert not (sandbox.home / "state.json").exists()
 
 
-def _register_and_login(gateway: str) -> tuple[str, str]:
-    suffix = secrets.token_hex(4)
-    username, password = f"persist_{suffix}", f"Persist-{suffix}1"
-    body = {
-        "username": username,
-        "email": f"{username}@example.com",
-        "password": password,
-        "first_name": "Per",
-        "last_name": "Sist",
-    }
-    created = httpx.post(f"{gateway}/api/v1/auth/register", json=body, timeout=10)
-    assert created.status_code == 201, created.text
-    assert _login(gateway, username, password) == 200
-    return username, password
-
-
-def _login(gateway: str, username: str, password: str) -> int:
-    answer = httpx.post(
-        f"{gateway}/api/v1/auth/login",
-        json={"username": username, "password": password},
-        timeout=10,
-    )
-    return answer.status_code
-
-
 def test_persist_round_trip(tmp_path_factory: pytest.TempPathFactory) -> None:
     sandbox = make_box(tmp_path_factory, "persist", 16000)
     try:
         redis_url = f"redis://127.0.0.1:{6380 + sandbox.offset}/0"
         up(sandbox, "--persist")
-        username, password = _register_and_login(sandbox.gateway)
+        username, password = register_account(sandbox.gateway, "persist")
         with Redis.from_url(redis_url) as redis:
             redis.set("cnop:test:persisted", "yes")
         assert sandbox.lab("down").returncode == 0
         assert (sandbox.home / "data" / "dynamodb.journal").exists()
 
         up(sandbox, "--persist")
-        assert _login(sandbox.gateway, username, password) == 200
+        assert login_status(sandbox.gateway, username, password) == 200
         with Redis.from_url(redis_url) as redis:
             assert redis.get("cnop:test:persisted") == b"yes"
         assert sandbox.lab("down").returncode == 0
 
         up(sandbox)  # without --persist: a fresh, empty platform
-        assert _login(sandbox.gateway, username, password) == 401
+        assert login_status(sandbox.gateway, username, password) == 401
         journal = (sandbox.home / "data" / "dynamodb.journal").read_text().splitlines()
         written = b"".join(base64.b64decode(json.loads(line)["body"]) for line in journal)
         assert username.encode() not in written  # a new journal, not the old one
@@ -301,7 +276,7 @@ def test_revoked_tokens_stay_revoked_after_redis_crashes(
     sandbox = make_box(tmp_path_factory, "aof", 18000)
     try:
         up(sandbox)
-        username, password = _register_and_login(sandbox.gateway)
+        username, password = register_account(sandbox.gateway, "persist")
         login = httpx.post(
             f"{sandbox.gateway}/api/v1/auth/login",
             json={"username": username, "password": password},
@@ -344,7 +319,7 @@ def test_reset_brings_back_components_that_crashed_outside_the_lab(
     sandbox = make_box(tmp_path_factory, "crash", 19000)
     try:
         up(sandbox)
-        username, password = _register_and_login(sandbox.gateway)
+        username, password = register_account(sandbox.gateway, "persist")
         pids = {name: sandbox.state()["components"][name]["pid"] for name in ("redis", "dynamodb")}
         for pid in pids.values():
             os.kill(pid, 9)
@@ -365,6 +340,6 @@ def test_reset_brings_back_components_that_crashed_outside_the_lab(
         assert sandbox.lab("status").returncode == 0
         ready = httpx.get(f"{sandbox.gateway}/health/ready", timeout=10)
         assert ready.status_code == 200, ready.text
-        assert _login(sandbox.gateway, username, password) == 200
+        assert login_status(sandbox.gateway, username, password) == 200
     finally:
         sandbox.lab("down")

@@ -399,6 +399,8 @@ def _html_view(
                 if max_score and grade.verified
                 else 0,
                 "cells": cells,
+                "hints": sum(grade.hints.values()),
+                "hint_penalty": grade.hint_penalty,
                 "flags": grade.flags,
                 "problems": grade.problems,
             }
@@ -455,6 +457,8 @@ def write_gradebook(
                 "score",
                 "max_score",
                 *(c["key"] for c in columns),
+                "hints",
+                "hint_penalty",
                 "flags",
                 "problems",
             ]
@@ -471,6 +475,8 @@ def write_gradebook(
                     g.score if g.verified else "",
                     max_score,
                     *points,
+                    sum(g.hints.values()),
+                    g.hint_penalty,
                     "; ".join(g.flags),
                     "; ".join(g.problems),
                 ]

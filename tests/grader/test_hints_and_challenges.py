@@ -3,6 +3,7 @@ hint cost) and, for a challenge, whether the run was made under the challenge at
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,13 @@ def test_each_hint_opened_before_the_graded_run_costs_the_hint_cost(tmp_path: Pa
     assert any("2 hint(s) revealed before the run, -2 points" in f for f in grades["ada"].flags)
     csv_text = (tmp_path / "gb" / "gradebook.csv").read_text()
     assert "ada,,ada,ada,,2" in csv_text
+    detail = {
+        r["student"]: r for r in csv.DictReader((tmp_path / "gb" / "gradebook-detail.csv").open())
+    }
+    assert (detail["ada"]["hints"], detail["ada"]["hint_penalty"]) == ("2", "2")
+    assert (detail["bo"]["hints"], detail["bo"]["hint_penalty"]) == ("0", "0")
+    html = (tmp_path / "gb" / "gradebook.html").read_text()
+    assert "Hints</th>" in html and "(\u22122)" in html  # the instructor sees who needed help
 
 
 def test_hints_never_take_a_score_below_zero(tmp_path: Path) -> None:

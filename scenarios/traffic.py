@@ -107,8 +107,9 @@ class LoginManyUsersParams(_LoginAttack):
 
     attempts: int = Field(default=60, ge=1, le=5000)
     rate: float = Field(default=30.0, gt=0, le=500)
-    # Afterwards, take the limiter at its word: get one 429, wait exactly its Retry-After and
-    # send one request (GET probe_path), recorded as ``NAME.after_retry_after``.
+    # Afterwards, take the limiter at its word (probe_retry_after): get a 429 right after a
+    # fresh slot was spent, wait exactly its Retry-After and send one request (GET
+    # probe_path), recorded as ``NAME.after_retry_after``; twice.
     probe_retry_after: bool = False
     probe_path: str = Field(default=f"{API}/inventory/assets", pattern=r"^/api/v1/")
 
@@ -571,22 +572,72 @@ async def run_login_many_users(
 
 
 PROBE_ASKS = 5  # requests sent at most to be refused once (each admitted one spends a slot)
+PROBE_ROUNDS = 2  # refusals taken at their word, each right after a fresh slot was spent
+PROBE_POLL_S = 0.05  # pause between asks while waiting for the next slot
+PROBE_SLACK_S = 1.0  # beyond what Retry-After said, how long the probe still polls for a slot
 
 
 async def probe_retry_after(
-    ctx: TrafficContext, client: httpx.AsyncClient, name: str, path: str
+    ctx: TrafficContext,
+    client: httpx.AsyncClient,
+    name: str,
+    path: str,
+    rounds: int = PROBE_ROUNDS,
 ) -> None:
-    """Is Retry-After true? Be refused (429; recorded under ``name``, the same client), wait
-    exactly what it says, ask again: that request (``NAME.after_retry_after``) must get in."""
+    """Is Retry-After true? Be refused (429), wait exactly what it says, ask again: that
+    request (``NAME.after_retry_after``) must get in. Every other ask is recorded under
+    ``name`` (the same client).
+
+    Retry-After is whole seconds and at least 1, so a header that says too little shows only
+    when the real wait is over a second, and the real wait after a refusal is anything up to
+    one emission interval (window / limit: 1.5 s at 40 per 60 s). It is a whole interval right
+    after a request took a slot the moment it came free. So each round first asks every
+    ``PROBE_POLL_S`` until a request gets through (that one took the fresh slot), then asks
+    again at once and takes that refusal at its word: a header that says half the wait (1 s
+    for 1.5 s) meets another 429 every time, not only when the first refusal came late in an
+    interval."""
     probe = f"{name}.after_retry_after"
     ctx.recorder.ensure(probe)
-    for _ in range(PROBE_ASKS):
-        refused = await send(ctx, client, name, "GET", path, route="ask")
-        wait = refused.header("Retry-After") or ""
-        if refused.status == 429 and wait.isdigit():
-            await asyncio.sleep(int(wait))
+    for _ in range(rounds):
+        said = await _refused(ctx, client, name, path)
+        if said is None:
+            return  # never refused: no limiter to take at its word
+        if not await _fresh_slot(ctx, client, name, path, said):
+            # Still refused well past what Retry-After said: that request is the answer.
             await send(ctx, client, probe, "GET", path, route="probe")
             return
+        said = await _refused(ctx, client, name, path)
+        if said is None:
+            return
+        await asyncio.sleep(said)
+        await send(ctx, client, probe, "GET", path, route="probe")
+
+
+async def _refused(
+    ctx: TrafficContext, client: httpx.AsyncClient, name: str, path: str
+) -> int | None:
+    """Ask until refused, at most ``PROBE_ASKS`` times: that refusal's Retry-After (s)."""
+    for _ in range(PROBE_ASKS):
+        answer = await send(ctx, client, name, "GET", path, route="ask")
+        wait = answer.header("Retry-After") or ""
+        if answer.status == 429 and wait.isdigit():
+            return int(wait)
+    return None
+
+
+async def _fresh_slot(
+    ctx: TrafficContext, client: httpx.AsyncClient, name: str, path: str, said: int
+) -> bool:
+    """After a refusal that said ``said`` s: ask every ``PROBE_POLL_S`` until a request gets
+    through, which then took the slot within a poll of its coming free. False when none got
+    through within ``said`` plus ``PROBE_SLACK_S``."""
+    deadline = time.monotonic() + said + PROBE_SLACK_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(PROBE_POLL_S)
+        answer = await send(ctx, client, name, "GET", path, route="poll")
+        if answer.status != 429:
+            return True
+    return False
 
 
 async def run_login_spray(

@@ -92,8 +92,11 @@ class LogsCheck(_Spec):
     #   interval_s   seconds from the `after` event to the `until` event;
     #   per_request  for each request of `generator` answered with `statuses`, the `match`
     #                events with its request_id; the count farthest from the expected one is
-    #                the observation (so every request must meet it).
-    measure: Literal["count", "interval_s", "per_request"] = "count"
+    #                the observation (so every request must meet it);
+    #   most_between the `match` events between each `after` event and the first `until`
+    #                event that follows it (the window's end when none does), counted for
+    #                every such stretch; the largest count is the observation.
+    measure: Literal["count", "interval_s", "per_request", "most_between"] = "count"
     # Bounds within the window: `until` is the first event matching it (after the first `after`
     # event when `after` is given); counting starts at the last `after` event before it.
     after: dict[str, Any] | None = None

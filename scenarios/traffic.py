@@ -76,6 +76,16 @@ class RequestsParams(_Params):
     account: str | None = None
     rate: float = Field(default=5.0, gt=0, le=200)
     count: int | None = Field(default=None, ge=1, le=100_000)
+    # [from, until): seconds after the first request in which none is sent; the next goes at
+    # the first slot from `until` on, a moment the drill knows (breaker-rules starts a
+    # half-open round so).
+    pause: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _pause_ordered(self) -> RequestsParams:
+        if self.pause is not None and not 0 <= self.pause[0] < self.pause[1]:
+            raise ValueError("pause: [from, until] with 0 <= from < until (seconds)")
+        return self
 
 
 class BrowseParams(_Params):
@@ -370,11 +380,14 @@ async def paced(
     count: int | None,
     make: Callable[[int], Awaitable[Any]],
     max_in_flight: int = MAX_IN_FLIGHT,
+    pause: tuple[float, float] | None = None,
 ) -> None:
     """Start ``make(i)`` every ``1/rate`` s (open loop: a slow answer does not slow the pace,
     up to ``max_in_flight`` unanswered requests),
     until ``count`` requests or ``duration`` seconds, whichever is first; then wait for the
-    requests still in flight (each bounded by its client timeout)."""
+    requests still in flight (each bounded by its client timeout). Slots that fall in
+    ``pause`` ([from, until) seconds after the start) are skipped, not moved (they still count
+    toward ``count``): the pace resumes on the same grid, at the first slot from ``until`` on."""
     if count is None and duration is None:
         raise TrafficError("a generator needs a duration or a count")
     limit = count if count is not None else math.inf
@@ -397,6 +410,9 @@ async def paced(
             now = time.monotonic()
             if now >= deadline:
                 break
+            if pause is not None and pause[0] <= i / rate < pause[1]:
+                i += 1
+                continue
             await asyncio.sleep(max(0.0, start + i / rate - now))
             await gate.acquire()
             task = asyncio.create_task(one(i))
@@ -517,7 +533,7 @@ async def run_requests(
             json_body=spec.json_body,
         )
 
-    await paced(p.rate, duration, p.count, make)
+    await paced(p.rate, duration, p.count, make, pause=p.pause)
 
 
 async def run_browse(

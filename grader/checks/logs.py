@@ -21,6 +21,7 @@ from grader.model import LogsCheck, Phase
 from grader.prometheus import to_epoch
 
 MAX_EXAMPLES = 5
+MAX_STRETCHES = 20  # most_between: the stretches shown in the evidence
 _MISSING = object()
 
 
@@ -142,6 +143,48 @@ def _between(item: Item, start: Item | None, until: Item | None, same_log: bool)
     return until is None or key < (until[:2] if same_log else (until[0],))
 
 
+def _most_between(
+    spec: LogsCheck,
+    env: CheckEnv,
+    phase: Phase,
+    events: list[Item],
+    counted: list[Item],
+    same_log: bool,
+    evidence: dict[str, Any],
+) -> tuple[float, list[Item]]:
+    """The most `match` events in any stretch from an `after` event to the first `until` event
+    after it (every half-open round of a breaker, not just one, keeps to its trial budget),
+    and the events counted in any stretch."""
+    if not spec.after:
+        raise CheckError("measure most_between needs `after` (where each stretch begins)")
+    where = spec.bounds_service or spec.service
+    pool = events if where == spec.service else events_in(env, where, phase)
+    starts = [i for i in pool if matches(i[2], spec.after)]
+    if not starts:
+        raise CheckError(f"no {where} event matching `after` {spec.after} in the window")
+    ends = [i for i in pool if matches(i[2], spec.until)] if spec.until else []
+    stretches: list[dict[str, Any]] = []
+    inside: list[Item] = []
+    for start in starts:
+        until = next((i for i in ends if i[:2] > start[:2]), None)
+        hits = [
+            item
+            for item in counted
+            if matches(item[2], spec.match) and _between(item, start, until, same_log)
+        ]
+        inside.extend(hits)
+        stretches.append(
+            {
+                "from": _iso(start[0]),
+                "until": _iso(until[0]) if until else None,
+                "count": len(hits),
+            }
+        )
+    evidence["bounds_service"] = where
+    evidence["stretches"] = stretches[:MAX_STRETCHES]
+    return float(max(s["count"] for s in stretches)), inside
+
+
 def _per_request(
     spec: LogsCheck, env: CheckEnv, hits: list[Item], evidence: dict[str, Any]
 ) -> float | None:
@@ -180,7 +223,7 @@ def evaluate(spec: LogsCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
         "events_in_window": len(events),
     }
     start = until = None
-    if spec.after or spec.until:
+    if (spec.after or spec.until) and spec.measure != "most_between":
         start, until, evidence["bounds"] = _bounds(spec, env, phase, events)
     counted = events
     if spec.timed_by == "start":
@@ -198,6 +241,8 @@ def evaluate(spec: LogsCheck, env: CheckEnv) -> tuple[bool, dict[str, Any]]:
         observed = until[0] - start[0]
     elif spec.measure == "per_request":
         observed = _per_request(spec, env, hits, evidence)
+    elif spec.measure == "most_between":
+        observed, hits = _most_between(spec, env, phase, events, counted, same_log, evidence)
     else:
         observed = float(len(hits))
     passed = compare(observed, spec.op, spec.count, spec.tolerance)

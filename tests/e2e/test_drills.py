@@ -24,7 +24,9 @@ from tests.conftest import sandbox_port_offset
 
 pytestmark = pytest.mark.e2e
 
-DRILL_BUDGET_SECONDS = 240.0  # the whole `lab drill` on a 2-core machine
+# The whole `lab drill` on a 2-core machine: 240 s, plus the 16 s breaker-rules grew by when it
+# learned to catch a breaker that waits for too many calls or admits too many trials (issue #10).
+DRILL_BUDGET_SECONDS = 256.0
 SCENARIOS = sorted(available())
 durations: dict[str, float] = {}
 

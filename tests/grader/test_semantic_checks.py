@@ -228,6 +228,66 @@ def test_half_open_trials_are_the_upstream_requests_started_between_half_open_an
     assert not one_trial.passed and one_trial.evidence["observed"] == 1
 
 
+def half_open_budget_check() -> LogsCheck:
+    return logs_check(
+        service="inventory",
+        match={"event": "request"},
+        measure="most_between",
+        timed_by="start",
+        bounds_service="gateway",
+        after={"event": "circuit_state_changed", "to_state": "half-open"},
+        until={"event": "circuit_state_changed", "from_state": "half-open"},
+        op="<=",
+        setting="gateway.breaker_half_open_calls",
+    )
+
+
+def slow_rounds(trials_started: list[float]) -> dict[str, list[dict]]:
+    """A quick round that reopens at its first trial, then a slow one (1.5 s per trial) whose
+    trials start at ``trials_started`` and that closes when the third has answered."""
+    gateway = [
+        breaker_event(2, "closed", "open"),
+        breaker_event(12, "open", "half-open"),
+        breaker_event(12.01, "half-open", "open"),
+        breaker_event(30, "open", "half-open"),
+        breaker_event(32.02, "half-open", "closed"),
+    ]
+    inventory = [
+        request(12.005, 3),  # the failed trial of the first round
+        *(request(start + 1.5, 1500) for start in trials_started),
+        request(32.3, 5),  # closed again: ordinary traffic
+        request(32.55, 5),
+        request(32.8, 5),
+        request(33.05, 5),
+    ]
+    return {"gateway": gateway, "inventory": inventory}
+
+
+def test_no_half_open_round_lets_more_than_the_trial_budget_reach_the_upstream() -> None:
+    spec = half_open_budget_check()
+    result = grade(spec, slow_rounds([30.005, 30.25, 30.5]))
+    assert result.passed, result.evidence
+    assert [s["count"] for s in result.evidence["stretches"]] == [1, 3]
+    assert result.evidence["expected_from"] == "gateway.breaker_half_open_calls = 3"
+    # A breaker that lets two more calls through while the slow trials are in flight: the
+    # round still closes after three good answers, but five requests reached inventory.
+    greedy = grade(spec, slow_rounds([30.005, 30.25, 30.5, 30.75, 31.0]))
+    assert not greedy.passed and greedy.evidence["observed"] == 5
+    again = reevaluate(spec, greedy.raw)
+    assert not again.passed and again.evidence["observed"] == 5, again.error
+
+
+def test_a_round_still_half_open_at_the_end_counts_up_to_the_window_end() -> None:
+    spec = half_open_budget_check()
+    logs = slow_rounds([30.005, 30.25, 30.5, 30.75])
+    logs["gateway"] = logs["gateway"][:4]  # never closed within the window
+    result = grade(spec, logs)
+    assert not result.passed and result.evidence["observed"] == 8
+    assert result.evidence["stretches"][-1]["until"] is None
+    no_round = grade(spec, {"gateway": [], "inventory": logs["inventory"]})
+    assert not no_round.passed and "after" in (no_round.error or "")
+
+
 # --- retries: the upstream's own count of each client request ----------------------------------
 
 

@@ -23,6 +23,7 @@ from scenarios.traffic import (
     LoginSprayParams,
     OrderRaceParams,
     Recorder,
+    RequestsParams,
     TrafficContext,
     TrafficError,
     client_addresses,
@@ -121,6 +122,27 @@ async def test_paced_is_bounded_by_count_and_time() -> None:
     assert 5 <= len(started) <= 8
     with pytest.raises(TrafficError):
         await paced(1, None, None, make)
+
+
+async def test_paced_skips_the_slots_of_a_pause_and_resumes_on_its_grid() -> None:
+    sent: list[tuple[int, float]] = []
+    t0 = time.monotonic()
+
+    async def make(i: int) -> None:
+        sent.append((i, time.monotonic() - t0))
+
+    await paced(20, None, 12, make, pause=(0.1, 0.4))
+    assert [i for i, _ in sent] == [0, 1, 8, 9, 10, 11]
+    resumed = dict(sent)[8]
+    assert 0.4 <= resumed < 0.55, "the first slot from the pause's end on, not later"
+
+
+def test_a_pause_must_end_after_it_begins() -> None:
+    spec = {"path": "/api/v1/inventory/assets"}
+    assert RequestsParams(requests=[spec], pause=(28, 33)).pause == (28.0, 33.0)
+    for wrong in ((33, 28), (5, 5), (-1, 2)):
+        with pytest.raises(ValueError, match="pause"):
+            RequestsParams(requests=[spec], pause=wrong)
 
 
 async def test_paced_limits_requests_in_flight() -> None:

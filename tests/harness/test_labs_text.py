@@ -82,3 +82,29 @@ def test_no_text_cites_a_path_outside_the_repository(path: Path) -> None:
     text = path.read_text()
     for outside in ("/work/", "../shared", "shared/contract"):
         assert outside not in text, f"{path.relative_to(ROOT)} cites {outside}"
+
+
+def _max_points(name: str) -> int:
+    from scenarios.schema import SCENARIO_DIR, load_scenario
+
+    return sum(c.points for c in load_scenario(SCENARIO_DIR / f"{name}.yaml").checks)
+
+
+DRILL_LINE = re.compile(r"^Drill: `([a-z0-9-]+)`", re.MULTILINE)
+DRILL_LABS = {p.name: m.group(1) for p in LABS if (m := DRILL_LINE.search(p.read_text()))}
+
+
+@pytest.mark.parametrize("lab", sorted(DRILL_LABS))
+def test_a_lab_states_its_drills_max_score(lab: str) -> None:
+    """The score a lab announces is its drill's: a drill that gained checks updates its lab."""
+    stated = re.search(r"Max\s+score\s+(\d+)\.", (ROOT / "labs" / lab).read_text())
+    assert stated, f"{lab}: no 'Max score N.' in its introduction"
+    assert int(stated.group(1)) == _max_points(DRILL_LABS[lab]), lab
+
+
+def test_the_labs_readme_states_the_total_of_every_drill() -> None:
+    from scenarios.schema import SCENARIO_DIR
+
+    total = sum(_max_points(p.stem) for p in SCENARIO_DIR.glob("*.yaml"))
+    text = (ROOT / "labs" / "README.md").read_text(encoding="utf-8")
+    assert f"scores {total}/{total}" in text

@@ -192,6 +192,7 @@ def status(as_json: JsonOption = False) -> None:
                 "ready": r.ready,
                 "url": r.url,
                 "exit_code": r.exit_code,
+                "oom_killed": r.oom_killed,
                 "last_lines": list(r.last_lines),
             }
             for r in rows
@@ -222,6 +223,8 @@ def status(as_json: JsonOption = False) -> None:
     for row in rows:
         if row.state == "exited":
             code = "" if row.exit_code is None else f" with exit code {row.exit_code}"
+            if row.oom_killed:
+                code += " (killed at its memory limit: out of memory)"
             console.print(
                 f"[red]{row.name} exited{code} without `lab` stopping it[/red] "
                 "(`lab reset` starts it again); the end of its log:",

@@ -72,6 +72,7 @@ class ComponentStatus:
     url: str | None = None
     exit_code: int | None = None
     last_lines: tuple[str, ...] = ()
+    oom_killed: bool = False  # the kernel killed it at its memory limit (Docker knows)
 
 
 class Runtime(abc.ABC):

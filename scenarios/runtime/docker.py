@@ -271,6 +271,7 @@ class DockerRuntime(Runtime):
                     url,
                     exit_code=info.get("exit_code") if crashed else None,
                     last_lines=tuple(list(self.log_lines(name))[-5:]) if crashed else (),
+                    oom_killed=crashed and bool(info.get("oom_killed")),
                 )
             )
         return result
@@ -855,6 +856,7 @@ def _describe(container: Container) -> dict[str, Any]:
         "health": state.health.status if state.health is not None else None,
         "pid": state.pid,
         "exit_code": state.exit_code,
+        "oom_killed": bool(state.oom_killed),
         "networks": sorted(networks),
     }
 

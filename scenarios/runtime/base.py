@@ -288,10 +288,10 @@ def flaw_env(flaws: FlawLayer) -> dict[str, dict[str, str]]:
     return merged
 
 
-def switch_flaws_in(state: dict[str, Any], flaws: FlawLayer) -> list[str]:
-    """Records ``flaws`` as the sandbox's flaws in ``state``; returns the services whose
-    settings that changes (they must restart), in the order of :data:`SERVICES`."""
-    wanted = normalise_flaws(flaws)
+def switch_flaws_in(state: dict[str, Any], wanted: FlawLayer) -> list[str]:
+    """Records ``wanted`` (checked by :func:`normalise_flaws`) as the sandbox's flaws in
+    ``state``; returns the services whose settings that changes (they must restart), in the
+    order of :data:`SERVICES`."""
     before = flaw_env(state.get("flaws") or {})
     state["flaws"] = wanted
     after = flaw_env(wanted)

@@ -448,10 +448,10 @@ class DockerRuntime(Runtime):
         )
 
     def set_flaws(self, flaws: FlawLayer) -> list[str]:
-        normalise_flaws(flaws)  # a bad layer is refused before the lock is taken
+        wanted = normalise_flaws(flaws)  # a bad layer is refused before the lock is taken
         with self._locked():
             state = self._require_state()
-            changed = switch_flaws_in(state, flaws)
+            changed = switch_flaws_in(state, wanted)
             self._write_override(state)
             self._save_state(state)
             if not changed:

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from scenarios.accounts import registration_body
 from scenarios.runtime.base import SERVICES, Runtime, RuntimeError_
 
 # What `--route` names: a path on the gateway (under /api/v1) and the service that answers it.
@@ -210,13 +211,7 @@ def bench_user(gateway: str) -> dict[str, str]:
     """A fresh account of the bench's own, and the Authorization header of its token."""
     suffix = secrets.token_hex(4)
     username, password = f"bench_{suffix}", f"Bench-{suffix}-pw1"
-    body = {
-        "username": username,
-        "email": f"{username}@example.com",
-        "password": password,
-        "first_name": "Bench",
-        "last_name": "Mark",
-    }
+    body = registration_body(username, password, first_name="Bench", last_name="Mark")
     with httpx.Client(base_url=gateway, timeout=15) as client:
         created = client.post(f"{API_PREFIX}/auth/register", json=body)
         if created.status_code != 201:

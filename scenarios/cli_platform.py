@@ -26,6 +26,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scenarios.accounts import registration_body
 from scenarios.cli_student import prepare_challenge
 from scenarios.cli_support import (
     EXIT_FAILED,
@@ -425,13 +426,7 @@ def walkthrough(
             "POST",
             "/auth/register",
             201,
-            json={
-                "username": username,
-                "email": f"{username}@example.com",
-                "password": password,
-                "first_name": "Walk",
-                "last_name": "Through",
-            },
+            json=registration_body(username, password, first_name="Walk", last_name="Through"),
         )
         login = step(
             "log in", "POST", "/auth/login", 200, json={"username": username, "password": password}

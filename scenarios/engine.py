@@ -42,6 +42,7 @@ from grader.model import (
 from grader.prometheus import Prometheus, PrometheusError
 from grader.report import render_run
 from grader.timeline import build_timeline
+from scenarios.accounts import registration_body
 from scenarios.actions import OPS, ActionRunner
 from scenarios.provenance import RunTags
 from scenarios.provenance import collect as collect_provenance
@@ -165,13 +166,7 @@ async def create_accounts(run: _Run, client: httpx.AsyncClient, rng: random.Rand
             f"{API}/auth/register",
             f"register {spec.name}",
             201,
-            json={
-                "username": username,
-                "email": f"{username}@lab.example.com",
-                "password": password,
-                "first_name": "Lab",
-                "last_name": "Trader",
-            },
+            json=registration_body(username, password, email_domain="lab.example.com"),
         )
         response = await _call(
             client,

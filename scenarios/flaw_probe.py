@@ -27,6 +27,7 @@ import httpx
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 
+from scenarios.accounts import registration_body
 from scenarios.flaws import Flaw, Probe, ProbeExpectation
 
 __all__ = ["ProbeOutcome", "run_probe"]
@@ -224,13 +225,7 @@ def _account(http: httpx.Client, username: str) -> str:
     password = f"Probe-{secrets.token_hex(6)}9x"
     registered = http.post(
         "/api/v1/auth/register",
-        json={
-            "username": username,
-            "email": f"{username}@example.com",
-            "password": password,
-            "first_name": "Probe",
-            "last_name": "User",
-        },
+        json=registration_body(username, password, first_name="Probe", last_name="User"),
     )
     if registered.status_code != 201:
         raise _SetupFailed(f"register {username}: {registered.status_code} {registered.text[:200]}")

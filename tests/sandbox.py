@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scenarios.accounts import registration_body
 from tests.conftest import sandbox_port_offset
 
 LAB = str(Path(sys.executable).parent / "lab")
@@ -55,13 +56,7 @@ def register_account(gateway: str, prefix: str = "tester") -> tuple[str, str]:
     """A new account through the public API (a user would do the same); its name and password."""
     suffix = secrets.token_hex(4)
     username, password = f"{prefix}_{suffix}", f"{prefix.title()}-{suffix}1"
-    body = {
-        "username": username,
-        "email": f"{username}@example.com",
-        "password": password,
-        "first_name": "Test",
-        "last_name": prefix.title(),
-    }
+    body = registration_body(username, password, first_name="Test", last_name=prefix.title())
     created = httpx.post(f"{gateway}/api/v1/auth/register", json=body, timeout=15)
     assert created.status_code == 201, created.text
     return username, password

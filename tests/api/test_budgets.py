@@ -408,8 +408,15 @@ async def test_150_concurrent_orders_from_one_user_never_open_the_order_breaker(
         order_app = create_order_app(OrderSettings(**service_env, inventory_url=inventory_url))
         fund(order_app, "burst_trader", "100000")
         headers = auth(order_app, "burst_trader")
+        # The gateway runs in this process, sharing its GIL with the 150-request client, so a
+        # Redis reply can wait past the 0.5 s default for the event loop (1 run in 4 got 503
+        # "rate limiting is unavailable"). This test is about the order breaker, not that.
         gw = ServerThread(
-            create_gateway_app(GatewaySettings(**common, order_url=order_url, auth_url=auth_url))
+            create_gateway_app(
+                GatewaySettings(
+                    **common, order_url=order_url, auth_url=auth_url, redis_timeout_seconds=2.0
+                )
+            )
         )
         gw.start()
         try:

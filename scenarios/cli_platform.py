@@ -179,10 +179,12 @@ def down(as_json: JsonOption = False) -> None:
 
 
 def status(as_json: JsonOption = False) -> None:
-    """Show every component: state, pid, readiness, URL. Exit 1 unless all are ready."""
+    """Show every component: state, pid, readiness, memory, URL. Exit 1 unless all are ready."""
     config = LabConfig()
     runtime = _running(config)
     rows = runtime.status()
+    memory = runtime.memory()
+    total = sum(memory.values())
     code = EXIT_OK if all(r.state == "running" and r.ready for r in rows) else EXIT_FAILED
     if as_json:
         components = [
@@ -194,6 +196,7 @@ def status(as_json: JsonOption = False) -> None:
                 "url": r.url,
                 "exit_code": r.exit_code,
                 "oom_killed": r.oom_killed,
+                "memory_bytes": memory.get(r.name),
                 "last_lines": list(r.last_lines),
             }
             for r in rows
@@ -205,10 +208,11 @@ def status(as_json: JsonOption = False) -> None:
             runtime=runtime.name,
             sandbox=str(config.home),
             components=components,
+            memory_bytes_total=total,
         )
     table = Table(title=f"{runtime.name} runtime, sandbox {config.home}", header_style="bold")
-    for column in ("component", "state", "pid", "ready", "url"):
-        table.add_column(column)
+    for column in ("component", "state", "pid", "ready", "memory", "url"):
+        table.add_column(column, justify="right" if column == "memory" else "left")
     colours = {"running": "green", "paused": "yellow", "stopped": "red", "exited": "red"}
     for row in rows:
         colour = colours.get(row.state, "white")
@@ -218,9 +222,11 @@ def status(as_json: JsonOption = False) -> None:
             f"[{colour}]{row.state}[/{colour}]",
             str(row.pid or "-"),
             ready,
+            _mebibytes(memory[row.name]) if row.name in memory else "-",
             row.url or "-",
         )
     console.print(table)
+    console.print(f"memory in use: {_mebibytes(total)} (the running components together)")
     for row in rows:
         if row.state == "exited":
             code = "" if row.exit_code is None else f" with exit code {row.exit_code}"
@@ -234,6 +240,10 @@ def status(as_json: JsonOption = False) -> None:
             for line in row.last_lines or ("(empty log)",):
                 console.print(f"  {line}", markup=False, highlight=False)
     raise typer.Exit(code)
+
+
+def _mebibytes(count: int) -> str:
+    return f"{count / 2**20:.0f} MiB"
 
 
 # ==================================================================== logs

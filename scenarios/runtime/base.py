@@ -110,6 +110,12 @@ class Runtime(abc.ABC):
     def status(self) -> list[ComponentStatus]: ...
 
     @abc.abstractmethod
+    def memory(self) -> dict[str, int]:
+        """Bytes of memory each running component holds (resident set on the local runtime,
+        the container's usage on Docker): what a server must hold per sandbox, the figure a
+        workshop of 30 sandboxes is sized by. Components that are not running are absent."""
+
+    @abc.abstractmethod
     def endpoints(self) -> Endpoints: ...
 
     def client_addresses(self, drill_addresses: Collection[str]) -> ClientAddresses:

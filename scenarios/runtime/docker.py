@@ -276,6 +276,24 @@ class DockerRuntime(Runtime):
             )
         return result
 
+    def memory(self) -> dict[str, int]:
+        if self._state() is None:
+            return {}
+        running = {
+            info["name"]: name
+            for name, info in self._containers().items()
+            if info["state"] == "running"
+        }
+        if not running:
+            return {}
+        # One `docker stats --no-stream` for all of them (it samples for about a second).
+        stats = self._engine(lambda d: d.container.stats(list(running)), missing=[])
+        return {
+            running[s.container_name]: int(s.memory_used)
+            for s in stats
+            if s.container_name in running
+        }
+
     def endpoints(self) -> Endpoints:
         state = self._state()
         if state is None:

@@ -199,6 +199,22 @@ class LocalRuntime(Runtime):
         with ThreadPoolExecutor(max_workers=len(COMPONENTS)) as pool:
             return list(pool.map(one, COMPONENTS))
 
+    def memory(self) -> dict[str, int]:
+        state = self._load_state()
+        if state is None:
+            return {}
+        found: dict[str, int] = {}
+        for name in COMPONENTS:
+            if self._pid_state(state, name) is None:
+                continue
+            try:
+                proc = psutil.Process(int(state["components"][name]["pid"]))
+                family = [proc, *proc.children(recursive=True)]
+                found[name] = sum(p.memory_info().rss for p in family)
+            except psutil.Error:
+                continue  # gone between the two looks: not running
+        return found
+
     def endpoints(self) -> Endpoints:
         state = self._load_state()
         if state is None:

@@ -29,6 +29,22 @@ def test_status_json_lists_every_component_ready(sandbox: Sandbox) -> None:
     names = {c["name"] for c in doc["components"]}
     assert {"gateway", "order", "redis", "prometheus"} <= names
     assert all(c["state"] == "running" and c["ready"] for c in doc["components"])
+    # Every running component's memory, and their sum: what a server holds per sandbox.
+    memory = {c["name"]: c["memory_bytes"] for c in doc["components"]}
+    assert all(isinstance(b, int) and b > 2**20 for b in memory.values()), memory
+    assert doc["memory_bytes_total"] == sum(memory.values())
+
+
+def test_status_shows_memory_and_forgets_a_stopped_component(sandbox: Sandbox) -> None:
+    runtime = LocalRuntime(LabConfig(home=sandbox.home))
+    runtime.stop("insights")
+    try:
+        assert "insights" not in runtime.memory()
+        out = sandbox.lab("status")
+        assert out.returncode == 1  # not everything is ready
+        assert "memory in use:" in out.stdout and "MiB" in out.stdout
+    finally:
+        runtime.start("insights")
 
 
 def test_run_weaken_switches_the_protection_off_for_one_run_only(

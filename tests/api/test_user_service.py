@@ -242,6 +242,35 @@ async def test_login_failures_are_identical_401s(settings: Settings) -> None:
         assert "username" in error_fields(problem(r, 422))
 
 
+async def test_logins_queued_past_their_deadline_are_429_before_the_caller_gives_up(
+    service_env: dict[str, Any], inventory_url: str
+) -> None:
+    """One hashing slot and a slow hash: twenty logins at once cannot all be checked within the
+    gateway's 1 s deadline. Those that would finish late are refused (429, not a 5xx that the
+    gateway's breaker would count) while the caller still listens, never answered after it."""
+    slow = {"argon2_time_cost": 4, "argon2_memory_cost_kib": 8192, "argon2_max_concurrent": 1}
+    settings = Settings(**service_env, **slow, inventory_url=inventory_url)
+    async with user_service(settings) as (client, _):
+        await signup(client)
+        wrong = {"username": "alice_trader", "password": "Wr0ng!Passw0rd"}
+
+        async def attempt() -> tuple[httpx.Response, float]:
+            started = time.monotonic()
+            reply = await client.post(
+                "/auth/login", json=wrong, headers={"X-CNOP-Deadline-Ms": "1000"}
+            )
+            return reply, time.monotonic() - started
+
+        results = await asyncio.gather(*(attempt() for _ in range(20)))
+    statuses = [reply.status_code for reply, _ in results]
+    assert set(statuses) == {401, 429}, statuses
+    busy = problem(next(reply for reply, _ in results if reply.status_code == 429), 429)
+    assert busy["type"].endswith("password-checks-busy")
+    assert all(r.headers["Retry-After"] == "1" for r, _ in results if r.status_code == 429)
+    # Answered within the deadline, give or take this in-process client's own scheduling.
+    assert max(took for _, took in results) < 1.5, sorted(round(t, 2) for _, t in results)
+
+
 async def test_protected_routes_need_a_token(settings: Settings) -> None:
     async with user_service(settings) as (client, _):
         for method, path in [

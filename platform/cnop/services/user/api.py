@@ -22,7 +22,7 @@ from cnop.core.redis import REDIS_DOWN_ERRORS
 from cnop.core.schemas import problems
 from cnop.core.tokens import TokenError
 from cnop.services.user import funds, portfolio, responses, store
-from cnop.services.user.passwords import Passwords
+from cnop.services.user.passwords import Passwords, PasswordsBusy
 from cnop.services.user.schemas import (
     AmountRequest,
     LoginRequest,
@@ -44,6 +44,18 @@ def _passwords(request: Request) -> Passwords:
 def _invalid_credentials() -> ProblemError:
     # One answer for unknown user and wrong password alike: nothing to enumerate.
     return ProblemError(401, "Invalid username or password", slug="invalid-credentials")
+
+
+def _passwords_busy() -> ProblemError:
+    # A 4xx, not a 503: a burst of logins is the clients' doing, and must not count as the
+    # user service failing in the breaker every user shares.
+    log_event("password_checks_busy", logging.WARNING)
+    return ProblemError(
+        429,
+        "Too many password checks are in progress; try again shortly",
+        slug="password-checks-busy",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _email_taken() -> ProblemError:
@@ -84,7 +96,10 @@ async def _require_user(ctx: Ctx, username: str) -> UserBase:
 )
 async def register(body: RegisterRequest, request: Request, ctx: Ctx) -> dict[str, str]:
     tables = ctx.require_tables()
-    password_hash = await _passwords(request).hash(body.password)
+    try:
+        password_hash = await _passwords(request).hash(body.password)
+    except PasswordsBusy:
+        raise _passwords_busy() from None
     now = utc_now_iso()
     user = tables.users(
         body.username,
@@ -122,7 +137,10 @@ async def register(body: RegisterRequest, request: Request, ctx: Ctx) -> dict[st
 @router.post("/auth/login", response_model=responses.Token, responses=problems(401))
 async def login(body: LoginRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     user = await ctx.db(store.get_user, ctx.require_tables(), body.username)
-    ok = await _passwords(request).verify(body.password, user.password_hash if user else None)
+    try:
+        ok = await _passwords(request).verify(body.password, user.password_hash if user else None)
+    except PasswordsBusy:
+        raise _passwords_busy() from None
     PASSWORD_CHECKS.labels("unknown_user" if user is None else "match" if ok else "mismatch").inc()
     if user is None or not ok:
         reason = "unknown_user" if user is None else "wrong_password"

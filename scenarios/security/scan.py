@@ -23,6 +23,7 @@ from grader.findings import Finding
 from grader.model import CheckResult, Phase, RunResult, effective_mode
 from grader.report import render_run
 from grader.scoring import category_checks
+from scenarios.hints import SCAN_HINTS
 from scenarios.provenance import RunTags, collect_for
 from scenarios.runtime.base import Runtime, RuntimeError_
 from scenarios.security import fuzz, probes, wapiti, zap
@@ -179,7 +180,7 @@ def run_scan(
     in_force = runtime.settings_in_force()
     # Any setting beyond the defaults (a flaw included) makes the run "weakened (custom)".
     mode = effective_mode("hardened", in_force)
-    provenance = collect_for(zap.RULES_FILE, runtime, tags)
+    provenance = collect_for(zap.RULES_FILE, runtime, tags, hints_of=SCAN_HINTS)
     errors: list[str] = []
     notes: list[str] = []
     engine = _EngineRun()

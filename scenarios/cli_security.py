@@ -102,6 +102,13 @@ def scan(
         typer.Option(help="the engine's time budget in seconds (default: the profile's)", min=10),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="report folder (default runs/scan-...)")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="with --engine zap: grade this ZAP JSON report (zap-*.py -J) instead of running "
+            "ZAP (no Docker needed; the probes still run)"
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the result as JSON on stdout")
     ] = False,
@@ -111,6 +118,11 @@ def scan(
         _usage_error(f"unknown scan {profile!r}; one of: {', '.join(PROFILES)}")
     if engine not in ENGINES:
         _usage_error(f"unknown engine {engine!r}; one of: {', '.join(ENGINES)}")
+    if report is not None:
+        if engine != "zap":
+            _usage_error("--report is a ZAP JSON report: it goes with --engine zap")
+        if not report.is_file():
+            _usage_error(f"no ZAP report at {report}")
     names: list[str] = []
     if flaw:
         from scenarios.cli_flaws import check_names
@@ -124,6 +136,7 @@ def scan(
         engine=engine,
         seed=seed if seed is not None else new_seed(),
         max_time_s=max_time,
+        zap_report=report,
     )
     target = err_console if as_json else console
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from grader.assignments import AssignmentError, challenge_key, load_assignment
 from scenarios.cli_support import EXIT_OK, JsonOption, finish
 from scenarios.config import LabConfig
-from scenarios.hints import HintError, find_lab, reveal
+from scenarios.hints import SCAN_HINTS, HintError, find_lab, reveal
 from scenarios.runtime import current_runtime
 from scenarios.runtime.base import SERVICES, Runtime, RuntimeError_
 from scenarios.runtime.hidden import active_challenge, install_challenge, remove_challenge
@@ -70,7 +70,10 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 # ==================================================================== hints
 def hint(
-    lab: Annotated[str, typer.Argument(help="a lab's number (3, 03) or its drill's name")],
+    lab: Annotated[
+        str,
+        typer.Argument(help="a lab's number (3, 03), a security lab's id (S2) or its drill's name"),
+    ],
     number: Annotated[
         int | None, typer.Argument(help="which hint (default: the next you have not seen)")
     ] = None,
@@ -102,8 +105,9 @@ def hint(
     console.rule()
     if first:
         console.print(
-            f"recorded in {home / 'hints.json'}; your next run of {found.scenario} records it "
-            "(an assignment may cost points per hint)",
+            f"recorded in {home / 'hints.json'}; your next "
+            f"{'`lab scan`' if found.scenario == SCAN_HINTS else 'run of ' + found.scenario} "
+            "records it (an assignment may cost points per hint)",
             highlight=False,
             style="dim",
         )

@@ -25,6 +25,7 @@ from scenarios.config import REPO_ROOT
 
 __all__ = [
     "HINTS_FILE",
+    "SCAN_HINTS",
     "Hint",
     "HintError",
     "LabHints",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 HINTS_FILE = REPO_ROOT / "labs" / "hints.yaml"
+# The "scenario" of the security track's labs: their reveals are recorded in the next `lab scan`.
+SCAN_HINTS = "scan"
 REVEALS = "hints.json"
 
 
@@ -51,14 +54,14 @@ class Hint:
 
 @dataclass(frozen=True)
 class LabHints:
-    lab: str  # "03"
-    scenario: str
+    lab: str  # "03", or "S2" for the security track's labs (labs/security/S2-*.md)
+    scenario: str  # its drill, or "scan" for a security lab (its reveals go into `lab scan`)
     title: str
     hints: tuple[Hint, ...]
 
 
 def load_catalogue(path: Path = HINTS_FILE) -> dict[str, LabHints]:
-    """Every lab's hints by lab number."""
+    """Every lab's hints by lab number (``03``) or security lab id (``S2``)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -71,7 +74,7 @@ def load_catalogue(path: Path = HINTS_FILE) -> dict[str, LabHints]:
             if entry.get("answer"):
                 hints.append(Hint(len(hints) + 1, "Answer sketch", str(entry["answer"]).strip()))
             lab = LabHints(
-                lab=str(entry["lab"]).zfill(2),
+                lab=str(entry["lab"]).upper().zfill(2),
                 scenario=str(entry["scenario"]),
                 title=str(entry.get("title", "")),
                 hints=tuple(hints),
@@ -83,11 +86,14 @@ def load_catalogue(path: Path = HINTS_FILE) -> dict[str, LabHints]:
 
 
 def find_lab(text: str, catalogue: dict[str, LabHints] | None = None) -> LabHints:
-    """A lab by number (``3``, ``03``) or by its drill's name (``login-flood``)."""
+    """A lab by number (``3``, ``03``), by a security lab's id (``S2``, ``s2``) or by its
+    drill's name (``login-flood``)."""
     labs = catalogue if catalogue is not None else load_catalogue()
     wanted = text.strip()
     if wanted.isdigit() and wanted.zfill(2) in labs:
         return labs[wanted.zfill(2)]
+    if wanted.upper() in labs:
+        return labs[wanted.upper()]
     for lab in labs.values():
         if lab.scenario == wanted:
             return lab

@@ -11,6 +11,7 @@ plus the engine's own reports.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from grader.findings import Finding
 from grader.model import CheckResult, Phase, RunResult, effective_mode
 from grader.report import render_run
 from grader.scoring import category_checks
+from scenarios.hints import SCAN_HINTS
 from scenarios.provenance import RunTags, collect_for
 from scenarios.runtime.base import Runtime, RuntimeError_
 from scenarios.security import fuzz, probes, wapiti, zap
@@ -49,6 +51,9 @@ class ScanOptions:
     flaws: list[str] = field(default_factory=list)
     probes: list[str] | None = None  # None: every probe
     max_time_s: int | None = None  # the engine's time budget (None: the profile's)
+    # engine zap only: grade this ZAP JSON report (-J layout) instead of running ZAP, so a
+    # machine without Docker reads and grades a report the same way (the probes still run).
+    zap_report: Path | None = None
 
 
 @dataclass
@@ -92,6 +97,19 @@ def _run_engine(
                 "reports": [f"{options.engine}/{r}" for r in w.reports],
             },
             w.notes,
+        )
+    if options.engine == "zap" and options.zap_report is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(options.zap_report, work / zap.JSON_REPORT)
+        return _EngineRun(
+            zap.findings_from_report(work / zap.JSON_REPORT),
+            {
+                "version": "report given with --report (ZAP did not run)",
+                "duration_s": 0.0,
+                "report_from": str(options.zap_report),
+                "reports": [f"zap/{zap.JSON_REPORT}"],
+            },
+            [f"ZAP did not run: its findings are those of {options.zap_report}"],
         )
     if options.engine == "zap":
         gateway, network = _zap_network(runtime, target)
@@ -144,7 +162,12 @@ def run_scan(
             raise ScanError("the platform is not running; run `lab up` first")
     except RuntimeError_ as exc:
         raise ScanError(str(exc)) from exc
-    if options.engine == "zap":
+    if options.zap_report is not None:
+        if options.engine != "zap":
+            raise ScanError("--report is a ZAP JSON report: it goes with --engine zap")
+        if not options.zap_report.is_file():
+            raise ScanError(f"no ZAP report at {options.zap_report}")
+    elif options.engine == "zap":
         zap.preflight()
     elif options.engine == "wapiti":
         wapiti.find_wapiti(runtime.config.home)
@@ -157,7 +180,7 @@ def run_scan(
     in_force = runtime.settings_in_force()
     # Any setting beyond the defaults (a flaw included) makes the run "weakened (custom)".
     mode = effective_mode("hardened", in_force)
-    provenance = collect_for(zap.RULES_FILE, runtime, tags)
+    provenance = collect_for(zap.RULES_FILE, runtime, tags, hints_of=SCAN_HINTS)
     errors: list[str] = []
     notes: list[str] = []
     engine = _EngineRun()

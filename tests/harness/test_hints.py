@@ -10,7 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from lab import app
-from scenarios.hints import HintError, find_lab, load_catalogue, reveal, revealed
+from scenarios.hints import (
+    SCAN_HINTS,
+    HintError,
+    find_lab,
+    load_catalogue,
+    reveal,
+    revealed,
+)
 from scenarios.schema import available
 
 LABS = Path(__file__).resolve().parents[2] / "labs"
@@ -18,13 +25,15 @@ LABS = Path(__file__).resolve().parents[2] / "labs"
 
 def test_every_lab_has_its_hints_in_the_catalogue_and_none_left_in_its_markdown() -> None:
     catalogue = load_catalogue()
-    pages = sorted(LABS.glob("[0-9][0-9]-*.md"))
+    pages = sorted(LABS.glob("[0-9][0-9]-*.md")) + sorted(LABS.glob("security/S[0-9]-*.md"))
     assert [p.name[:2] for p in pages] == sorted(catalogue)
     drills = set(available())
     for page in pages:
         lab = catalogue[page.name[:2]]
         if "\nDrill: `" in page.read_text():
             assert lab.scenario in drills and page.stem == f"{lab.lab}-{lab.scenario}"
+        if page.parent.name == "security":
+            assert lab.scenario == SCAN_HINTS, page.name  # a security lab's grade is a scan
         assert len(lab.hints) >= 3 and lab.hints[-1].title == "Answer sketch"
         assert all(h.text for h in lab.hints)
         text = page.read_text()
@@ -72,3 +81,20 @@ def test_lab_hint_prints_the_next_hint_and_records_it_in_the_sandbox(
     assert [(r["lab"], r["hint"]) for r in stored] == [("01", 1)]
     wrong = runner.invoke(app, ["hint", "01", "9"])
     assert wrong.exit_code == 2
+
+
+def test_a_security_lab_is_found_by_its_id_and_its_reveals_go_into_the_next_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = find_lab("S2")
+    assert find_lab("s2") == lab and lab.scenario == SCAN_HINTS
+    assert find_lab("2").lab == "02"  # the numeric labs keep their numbers
+    monkeypatch.setenv("CNOP_LAB_HOME", str(tmp_path))
+    shown = CliRunner().invoke(app, ["hint", "s2"])
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())  # rich wraps lines at the terminal's width
+    assert "Hint 1 (1 of" in said and "your next `lab scan` records it" in said
+    assert "next: `lab hint S2`" in said
+    assert [(r["lab"], r["scenario"], r["hint"]) for r in revealed(tmp_path, SCAN_HINTS)] == [
+        ("S2", "scan", 1)
+    ]

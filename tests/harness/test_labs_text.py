@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from lab import app
 
 ROOT = Path(__file__).resolve().parents[2]
-LABS = sorted((ROOT / "labs").glob("*.md"))
+LABS = sorted([*(ROOT / "labs").glob("*.md"), *(ROOT / "labs" / "security").glob("*.md")])
 BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
 
@@ -55,7 +55,7 @@ def _parse(args: list[str]) -> None:
     command.make_context(name, rest, parent=ctx)
 
 
-@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", LABS, ids=lambda p: str(p.relative_to(ROOT / "labs")))
 def test_every_lab_command_in_the_labs_parses(path: Path) -> None:
     commands = _lab_commands(path.read_text())
     assert commands

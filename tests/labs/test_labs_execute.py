@@ -32,8 +32,17 @@ from tests.sandbox import LAB, Sandbox, lab_sandbox
 
 pytestmark = pytest.mark.labs
 
-LABS_DIR = Path(__file__).resolve().parents[2] / "labs"
-LABS = [*sorted(p.name for p in LABS_DIR.glob("[0-9]*.md")), "README.md"]
+ROOT = Path(__file__).resolve().parents[2]
+LABS_DIR = ROOT / "labs"
+# The security track's labs (labs/security/*.md) run in the same sandbox. They have no drill:
+# their graded step is a `lab scan` (or a probe) written as an ordinary command with its promise,
+# and every command is scoped to the lab's own start instead of a drill's.
+SECURITY = "security/"
+LABS = [
+    *sorted(p.name for p in LABS_DIR.glob("[0-9]*.md")),
+    "README.md",
+    *sorted(f"{SECURITY}{p.name}" for p in (LABS_DIR / "security").glob("*.md")),
+]
 COMMAND_TIMEOUT_S = 120.0
 durations: dict[str, float] = {}
 
@@ -45,9 +54,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     with lab_sandbox(tmp_path_factory.mktemp("labs-home"), 16000, up_timeout=180) as box:
         yield box
     if durations:
-        lines = "\n".join(f"  {name:28s} {secs:6.1f} s" for name, secs in durations.items())
+        lines = "\n".join(f"  {name:32s} {secs:6.1f} s" for name, secs in durations.items())
         total = sum(durations.values())
-        print(f"\nlab durations (drill and commands):\n{lines}\n  {'total':28s} {total:6.1f} s")
+        print(f"\nlab durations (drill and commands):\n{lines}\n  {'total':32s} {total:6.1f} s")
 
 
 def test_every_block_of_every_lab_has_readable_promises() -> None:
@@ -178,15 +187,29 @@ def _quote(word: str) -> str:
     return word if re.fullmatch(r"[\w./=:-]+", word) else "'" + word.replace("'", "'\\''") + "'"
 
 
+def workdir_for(tmp_path: Path) -> Path:
+    """The lab's working directory: reports land in its own ``runs/``, and the repository's
+    ``labs/`` and ``security/`` are where a student's checkout has them (labs read
+    ``labs/security/examples/`` and ``security/zap-rules.tsv``)."""
+    for name in ("labs", "security"):
+        (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
+    return tmp_path
+
+
 @pytest.mark.parametrize("lab", LABS)
 def test_lab_does_what_its_text_promises(lab: str, sandbox: Sandbox, tmp_path: Path) -> None:
     started = time.monotonic()
     blocks = parse_lab(LABS_DIR / lab)
     drills = [c for b in blocks for c in b.commands if c.action == "drill"]
-    assert len(drills) == 1, f"{lab}: exactly one command must be the lab's drill"
+    if lab.startswith(SECURITY):
+        assert not drills, f"{lab}: a security lab runs no drill; its graded step is a scan"
+    else:
+        assert len(drills) == 1, f"{lab}: exactly one command must be the lab's drill"
     reset = sandbox.lab("reset")
     assert reset.returncode == 0, reset.stdout + reset.stderr
-    run = LabRun(sandbox, lab, tmp_path)
+    run = LabRun(sandbox, lab, workdir_for(tmp_path))
+    if lab.startswith(SECURITY):
+        run.drill_started = datetime.now(UTC)  # its queries and logs reach back to its start
     for block in blocks:
         if block.whole is not None:
             if run.drill_started is None:

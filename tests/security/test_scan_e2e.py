@@ -124,3 +124,15 @@ def test_a_hardened_wapiti_baseline_finds_nothing_at_warn_or_above(
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "wapiti" / "wapiti.json").is_file()
     assert result["scan"]["version"].startswith("Wapiti 3.")
+
+
+def test_a_scan_records_the_security_labs_hints_opened_before_it(
+    security_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A security lab's graded step is a scan, so the hints a student opened (`lab hint S2`)
+    travel with it, as a drill's run carries its lab's (an assignment may charge for them)."""
+    shown = security_sandbox.lab("hint", "S2")
+    assert shown.returncode == 0, shown.stderr
+    run = _scan(security_sandbox, tmp_path / "hinted", "--engine", "probe")
+    hints = run["result"]["provenance"]["hints"]
+    assert [(h["lab"], h["scenario"], h["hint"]) for h in hints] == [("S2", "scan", 1)]

@@ -153,3 +153,42 @@ def test_without_the_image_zap_says_so_in_one_line_naming_the_offline_engine() -
     assert "\n" not in message
     assert message.startswith("ZAP cannot run: ")
     assert "`--engine schemathesis`" in message
+
+
+def test_a_given_zap_report_is_graded_by_the_rules_file_without_running_zap(
+    tmp_path: Path,
+) -> None:
+    """`lab scan --engine zap --report FILE`: a machine without Docker reads and grades a ZAP
+    report as a ZAP run's own (labs/security/S1-reading-scans.md relies on it)."""
+    from grader.scoring import category_checks
+    from scenarios.security.scan import ScanOptions, _run_engine
+
+    options = ScanOptions(engine="zap", zap_report=DATA / "zap-report.json")
+    run = _run_engine(None, None, options, tmp_path)  # type: ignore[arg-type]  # ZAP never runs
+    assert (tmp_path / "zap" / zap.JSON_REPORT).read_bytes() == (
+        DATA / "zap-report.json"
+    ).read_bytes()
+    assert {f.rule: f.level for f in run.findings} == {
+        "40040": "FAIL",
+        "10021": "FAIL",
+        "10096": "IGNORE",
+        "10049": "INFO",
+    }
+    assert run.info["reports"] == [f"zap/{zap.JSON_REPORT}"] and run.notes
+    checks = {c.id: c for c in category_checks(run.findings)}
+    assert (checks["owasp-api8"].passed, checks["owasp-api8"].points) == (False, 0)
+    assert all(c.passed for key, c in checks.items() if key != "owasp-api8")
+
+
+def test_a_report_goes_with_the_zap_engine_only_and_must_exist(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lab import app
+
+    runner = CliRunner()
+    wrong = runner.invoke(
+        app, ["scan", "--engine", "probe", "--report", str(DATA / "zap-report.json")]
+    )
+    assert wrong.exit_code == 2 and "goes with --engine zap" in wrong.output
+    missing = runner.invoke(app, ["scan", "--engine", "zap", "--report", str(tmp_path / "no.json")])
+    assert missing.exit_code == 2 and "no ZAP report at" in missing.output

@@ -2,8 +2,8 @@
 
 ``--flaw NAME`` switches catalogue flaws on for the scan only (the flaws on before are restored
 after). An unknown scan, engine or flaw is a usage error (exit 2); an engine that cannot run here
-(no Docker, no ZAP image, no wapiti) is one line naming ``--engine schemathesis`` (exit 1).
-Exit 0 only when no finding is at WARN or above.
+(no Docker, no ZAP image, no wapiti) is one line naming ``--engine schemathesis`` (exit 3,
+"could not run", as in docs/cli.md). Exit 0 only when no finding is at WARN or above.
 """
 
 from __future__ import annotations

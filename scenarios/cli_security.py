@@ -96,7 +96,10 @@ def scan(
         list[str] | None,
         typer.Option("--flaw", help="switch this flaw on for the scan (repeatable; `lab flaws`)"),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="makes the fuzzing reproducible")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="recorded in the run; schemathesis makes the same cases every run"),
+    ] = None,
     max_time: Annotated[
         int | None,
         typer.Option(help="the engine's time budget in seconds (default: the profile's)", min=10),

@@ -3,11 +3,13 @@
 Schemathesis runs as its own process (its command line, as a user would run it), so its
 generator state never mixes with the lab's: ``schemathesis run`` on the gateway's
 ``/api/v1/openapi.json``, authenticated as the scan's owner (:mod:`._schemathesis_hooks`),
-seeded, with the phases of the profile (``baseline``: the document's examples; ``api``: examples,
-boundary coverage, random fuzzing and stateful sequences along the document's links; ``full``:
-the same with more examples). Its NDJSON event report (and a JUnit one) stay in the run folder;
-:func:`findings_from_ndjson` turns the failed checks in it into findings, one per (operation,
-check). Checks that only say "the document could be more precise" are left out of the gate.
+with deterministic generation (the same cases every run, whatever the seed: a grade must not
+depend on luck; what varies is how far the time budget gets), with the phases of the profile
+(``baseline``: the document's examples; ``api``: examples, boundary coverage, random fuzzing and
+stateful sequences along the document's links; ``full``: the same with more examples). Its
+NDJSON event report (and a JUnit one) stay in the run folder; :func:`findings_from_ndjson` turns
+the failed checks in it into findings, one per (operation, check). Checks that only say "the
+document could be more precise" are left out of the gate.
 """
 
 from __future__ import annotations

@@ -333,6 +333,38 @@ async def test_logout_can_revoke_a_second_token_of_the_same_user(settings: Setti
 # --- profile --------------------------------------------------------------------------------
 
 
+async def test_a_body_that_is_not_an_object_is_422_never_an_empty_update(
+    settings: Settings,
+) -> None:
+    """``0``, ``"x"`` or ``[1]`` is JSON but no object: FastAPI validates a body model from
+    attributes, so such a body passed as an update with no fields (200 "Nothing to update")."""
+    async with user_service(settings) as (client, _):
+        headers = await signup(client)
+        for raw in (b"0", b"false", b'""', b"[]", b"null", b"1", b'"x"', b"[1]"):
+            r = await client.put(
+                "/auth/profile",
+                content=raw,
+                headers={**headers, "Content-Type": "application/json"},
+            )
+            assert r.status_code == 422, (raw, r.status_code, r.text)
+        deposit = await client.post(
+            "/balance/deposit",
+            content=b"0",
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert problem(deposit, 422)["errors"] == [
+            {"field": "body", "message": "must be a JSON object"}
+        ]
+        broken = await client.post(
+            "/balance/deposit",
+            content=b'{"amount": ',
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        # The field is "body", not the character position FastAPI puts where a field name goes.
+        errors = problem(broken, 422)["errors"]
+        assert [e["field"] for e in errors] == ["body"] and "not valid JSON" in errors[0]["message"]
+
+
 async def test_profile_update(settings: Settings) -> None:
     async with user_service(settings) as (client, _):
         headers = await signup(client)

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 __all__ = ["DecimalJSONRoute", "api_router", "check_routes", "loads"]
@@ -36,14 +37,52 @@ class _DecimalJSONRequest(Request):
         return self._json
 
 
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads this body as JSON (it does without a content type, too)."""
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def _require_object(request: _DecimalJSONRequest) -> None:
+    """Every body of the API is a JSON object. FastAPI validates a body model *from attributes*,
+    so ``0``, ``"x"`` or ``[]`` would pass as a model whose fields are all optional: an empty
+    update answered 200. Such a body is a 422 naming it, before any handler runs."""
+    if not await request.body() or not _is_json(request.headers.get("content-type")):
+        return
+    try:
+        document = await request.json()
+    except ValueError:
+        return  # not JSON at all: FastAPI's own 422 says so
+    if not isinstance(document, dict):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "model_type",
+                    "loc": ("body",),
+                    "msg": "must be a JSON object",
+                    "input": None,
+                }
+            ]
+        )
+
+
 class DecimalJSONRoute(APIRoute):
-    """An ``APIRoute`` whose JSON body numbers reach pydantic as ``Decimal``."""
+    """An ``APIRoute`` whose JSON body numbers reach pydantic as ``Decimal``, and whose body, if
+    it has one, must be a JSON object."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        reads_body = self.body_field is not None
 
         async def decimal_json_handler(request: Request) -> Response:
-            return await handler(_DecimalJSONRequest(request.scope, request.receive))
+            wrapped = _DecimalJSONRequest(request.scope, request.receive)
+            if reads_body:
+                await _require_object(wrapped)
+            return await handler(wrapped)
 
         return decimal_json_handler
 

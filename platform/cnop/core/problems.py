@@ -129,6 +129,13 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
 def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     errors = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            # FastAPI puts the character position where a field name goes: ("body", 1).
+            reason = (err.get("ctx") or {}).get("error", "not valid JSON")
+            position = next((p for p in err.get("loc", ()) if isinstance(p, int)), None)
+            where = "" if position is None else f" at character {position}"
+            errors.append({"field": "body", "message": f"not valid JSON: {reason}{where}"})
+            continue
         message = str(err.get("msg", "invalid value"))
         # pydantic prefixes custom validator messages; students should read the rule itself.
         message = message.removeprefix("Value error, ")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Annotated, NoReturn
 
 import typer
@@ -172,6 +173,23 @@ def _label_columns(items: list[dict[str, str]]) -> list[str]:
     return names
 
 
+def _label_order(labels: list[str]) -> Callable[[Sample | Series], list[tuple[int, float, str]]]:
+    """Rows sorted by their labels, numbers as numbers: histogram buckets read 0.5, 1, 2, 10,
+    +Inf (as ``le`` means), not "10.0" before "2.0" as text would have them."""
+
+    def key(item: Sample | Series) -> list[tuple[int, float, str]]:
+        parts = []
+        for name in labels:
+            text = item.labels.get(name, "")
+            try:
+                parts.append((0, float(text), ""))  # float("+Inf") is inf: last
+            except ValueError:
+                parts.append((1, 0.0, text))
+        return parts
+
+    return key
+
+
 def _as_json(samples: list[Sample], series: list[Series] | None) -> dict[str, object]:
     if series is None:
         return {
@@ -200,7 +218,7 @@ def _print_instant(promql: str, samples: list[Sample]) -> None:
     labels = _label_columns([s.labels for s in samples])
     table = _table(promql, labels)
     table.add_column("value", justify="right")
-    for s in sorted(samples, key=lambda s: [s.labels.get(n, "") for n in labels]):
+    for s in sorted(samples, key=_label_order(labels)):
         table.add_row(*(s.labels.get(n, "") for n in labels), _number(s.v))
     console.print(table)
 
@@ -213,7 +231,7 @@ def _print_summary(promql: str, series: list[Series], range_: str) -> None:
     table = _table(f"{promql}  (last {range_})", labels)
     for column in ("points", "first", "last", "min", "max"):
         table.add_column(column, justify="right")
-    for s in sorted(series, key=lambda s: [s.labels.get(n, "") for n in labels]):
+    for s in sorted(series, key=_label_order(labels)):
         values = [v for _, v in s.points if not math.isnan(v)]
         first = _number(s.points[0][1]) if s.points else "-"
         last = _number(s.points[-1][1]) if s.points else "-"
@@ -233,7 +251,7 @@ def _print_points(promql: str, series: list[Series]) -> None:
     table = _table(promql, labels)
     table.add_column("time (UTC)")
     table.add_column("value", justify="right")
-    for s in sorted(series, key=lambda s: [s.labels.get(n, "") for n in labels]):
+    for s in sorted(series, key=_label_order(labels)):
         for t, v in s.points:
             stamp = time.strftime("%H:%M:%S", time.gmtime(t))
             table.add_row(*(s.labels.get(n, "") for n in labels), stamp, _number(v))

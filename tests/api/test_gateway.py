@@ -571,8 +571,7 @@ async def test_breaker_opens_when_an_upstream_dies_and_recovers_half_open(
 ) -> None:
     inventory = platform.upstreams["inventory"]
     rejected = metric("cnop_upstream_requests_total", upstream="inventory", outcome="rejected")
-    # Open 3 s: long enough that restarting the stand-in and five refusals fit in it on a busy
-    # machine (with 1 s, a CI run once saw the breaker half-open before the fifth refusal).
+    # Open 3 s: restarting the stand-in and twenty refusals fit in it even on a busy machine.
     settings = platform.settings(breaker_open_seconds=3.0, upstream_retries=0)
     async with gateway(settings) as client:
         c = client()
@@ -585,16 +584,16 @@ async def test_breaker_opens_when_an_upstream_dies_and_recovers_half_open(
 
         inventory.server.start()  # back, but the breaker has not noticed yet
         durations = []
-        for _ in range(5):
+        for _ in range(20):  # the median of 20: one busy moment of the machine is not the rule
             started = time.perf_counter()
             r = await c.get("/api/v1/inventory/assets")
             durations.append(time.perf_counter() - started)
             assert_problem(r, 503)
             assert 1 <= int(r.headers["retry-after"]) <= 3
-        assert statistics.median(durations) < 0.010
+        assert statistics.median(durations) < 0.010, sorted(durations)
         assert inventory.hits == []  # an open breaker never calls the upstream
         after = metric("cnop_upstream_requests_total", upstream="inventory", outcome="rejected")
-        assert after == rejected + 5
+        assert after == rejected + 20
 
         await asyncio.sleep(3.05)
         for _ in range(3):  # the three half-open trials

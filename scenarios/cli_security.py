@@ -26,7 +26,13 @@ from scenarios.config import LabConfig
 from scenarios.engine import new_seed
 from scenarios.runtime import current_runtime
 from scenarios.runtime.base import Runtime, RuntimeError_
-from scenarios.security.scan import ENGINES, PROFILES, ScanOptions, run_scan
+from scenarios.security.scan import (
+    ENGINES,
+    PROFILES,
+    ScanOptions,
+    run_scan,
+    zap_report_problem,
+)
 from scenarios.security.target import ScanError
 
 console = Console()
@@ -121,11 +127,9 @@ def scan(
         _usage_error(f"unknown scan {profile!r}; one of: {', '.join(PROFILES)}")
     if engine not in ENGINES:
         _usage_error(f"unknown engine {engine!r}; one of: {', '.join(ENGINES)}")
-    if report is not None:
-        if engine != "zap":
-            _usage_error("--report is a ZAP JSON report: it goes with --engine zap")
-        if not report.is_file():
-            _usage_error(f"no ZAP report at {report}")
+    problem = zap_report_problem(engine, report)
+    if problem is not None:
+        _usage_error(problem)
     names: list[str] = []
     if flaw:
         from scenarios.cli_flaws import check_names

@@ -29,7 +29,7 @@ from scenarios.runtime.base import Runtime, RuntimeError_
 from scenarios.security import fuzz, probes, wapiti, zap
 from scenarios.security.target import ScanError, ScanTarget, prepare_target
 
-__all__ = ["ENGINES", "PROFILES", "ScanOptions", "run_scan"]
+__all__ = ["ENGINES", "PROFILES", "ScanOptions", "run_scan", "zap_report_problem"]
 
 PROFILES = ("baseline", "api", "full")
 ENGINES = ("schemathesis", "wapiti", "zap", "probe")
@@ -61,6 +61,18 @@ class _EngineRun:
     findings: list[Finding] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def zap_report_problem(engine: str, report: Path | None) -> str | None:
+    """Why ``--report`` cannot be used as given, or None: the one rule for the CLI (a usage
+    error) and for :func:`run_scan`'s other callers."""
+    if report is None:
+        return None
+    if engine != "zap":
+        return "--report is a ZAP JSON report: it goes with --engine zap"
+    if not report.is_file():
+        return f"no ZAP report at {report}"
+    return None
 
 
 def _now() -> datetime:
@@ -162,12 +174,10 @@ def run_scan(
             raise ScanError("the platform is not running; run `lab up` first")
     except RuntimeError_ as exc:
         raise ScanError(str(exc)) from exc
-    if options.zap_report is not None:
-        if options.engine != "zap":
-            raise ScanError("--report is a ZAP JSON report: it goes with --engine zap")
-        if not options.zap_report.is_file():
-            raise ScanError(f"no ZAP report at {options.zap_report}")
-    elif options.engine == "zap":
+    problem = zap_report_problem(options.engine, options.zap_report)
+    if problem is not None:
+        raise ScanError(problem)
+    if options.engine == "zap" and options.zap_report is None:  # a given report needs no ZAP
         zap.preflight()
     elif options.engine == "wapiti":
         wapiti.find_wapiti(runtime.config.home)

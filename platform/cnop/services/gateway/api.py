@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -50,7 +49,7 @@ from cnop.services.gateway.published import OPENAPI_PATH, load_document
 from cnop.services.gateway.ratelimit import Decision, RateLimiter, tightest
 from cnop.services.gateway.routes import LOGIN_PATH, RouteMatch, WrongMethod, match, raw_path
 from cnop.services.gateway.settings import Settings
-from cnop.services.gateway.upstreams import RetryPolicy, Upstream
+from cnop.services.gateway.upstreams import Reply, RetryPolicy, Upstream
 
 HOP_BY_HOP = frozenset(
     {
@@ -485,7 +484,7 @@ def _redis_unavailable() -> ProblemError:
     )
 
 
-def _response(reply: httpx.Response) -> Response:
+def _response(reply: Reply) -> Response:
     headers = {k: v for k, v in reply.headers.items() if k.lower() not in DROPPED_RESPONSE_HEADERS}
     return Response(reply.content, status_code=reply.status_code, headers=headers)
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
 from cnop.core.auth import BEARER_CHALLENGE
 from cnop.core.logging import log_event
 from cnop.core.problems import ProblemError
 from cnop.core.tokens import ORIGINAL_METHOD_HEADER, SAFE_METHODS, bearer_token
-from cnop.services.gateway.upstreams import Upstream, unavailable
+from cnop.services.gateway.upstreams import Reply, Upstream, unavailable
 
 
 class AuthCheck:
@@ -94,7 +92,7 @@ class AuthCheck:
         return username
 
 
-def _detail(response: httpx.Response) -> str | None:
+def _detail(response: Reply) -> str | None:
     try:
         body = response.json()
     except ValueError:

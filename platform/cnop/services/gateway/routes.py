@@ -92,7 +92,7 @@ class WrongMethod:
 
 
 # Bytes a path may carry as they are (RFC 3986 pchar, "/" and "%" of existing escapes): any
-# other byte is percent-encoded, which httpx then sends unchanged.
+# other byte is percent-encoded, which the upstream client then sends unchanged.
 _PATH_SAFE = "/!$&'()*+,;=:@%"
 _PREFIX_SEGMENTS = API_PREFIX.strip("/").split("/")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx
 from google import genai
 from google.genai import types
 
@@ -40,7 +41,12 @@ class GeminiSummarizer:
         self._temperature = settings.llm_temperature
         self.breaker = CircuitBreaker(UPSTREAM, BreakerPolicy(enabled=settings.llm_breaker_enabled))
         self._client: genai.Client | None = None
+        self._http: httpx.AsyncClient | None = None
         if settings.gemini_api_key is not None:
+            # Our own httpx client: the SDK would otherwise switch to aiohttp whenever aiohttp is
+            # installed (the gateway uses it), and the call's transport must not depend on what
+            # else happens to be installed.
+            self._http = httpx.AsyncClient()  # proxies from the environment, as the SDK would
             self._client = genai.Client(
                 api_key=settings.gemini_api_key.get_secret_value(),
                 http_options=types.HttpOptions(
@@ -48,6 +54,7 @@ class GeminiSummarizer:
                     api_version=settings.gemini_api_version,
                     # The SDK's own limit (ms) closes the socket; ours below bounds the call.
                     timeout=int(self._timeout * 1000),
+                    httpx_async_client=self._http,
                 ),
             )
 
@@ -105,3 +112,5 @@ class GeminiSummarizer:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aio.aclose()
+        if self._http is not None:  # ours, so the SDK leaves closing it to us
+            await self._http.aclose()

@@ -29,7 +29,6 @@ from pydantic import BaseModel
 
 from cnop.core.body_guard import BodyGuardMiddleware
 from cnop.core.context import ServiceContext
-from cnop.core.db import build_tables, ensure_tables, ping
 from cnop.core.deadline import DeadlineMiddleware
 from cnop.core.faults import FaultFlags, FaultMiddleware
 from cnop.core.health import Liveness, LivenessReport, ReadinessCheck, health_router
@@ -49,6 +48,13 @@ ShutdownHook = Callable[[ServiceContext], Awaitable[None]]
 
 
 def build_context(settings: ServiceSettings, *, uses_dynamodb: bool) -> ServiceContext:
+    """PynamoDB and botocore (about 20 MiB a process) are imported only by the services that
+    use DynamoDB: the gateway, auth and insights never load them."""
+    tables = None
+    if uses_dynamodb:
+        from cnop.core.db import build_tables
+
+        tables = build_tables(settings)
     redis = make_redis(
         settings.redis_url, settings.redis_timeout_seconds, settings.redis_max_connections
     )
@@ -84,7 +90,7 @@ def build_context(settings: ServiceSettings, *, uses_dynamodb: bool) -> ServiceC
             timeout=settings.internal_timeout_seconds,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         ),
-        tables=build_tables(settings) if uses_dynamodb else None,
+        tables=tables,
         extra={},
     )
 
@@ -118,6 +124,8 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if ctx.tables is not None:
+            from cnop.core.db import ensure_tables
+
             await ctx.db(ensure_tables, ctx.tables)
         if on_startup is not None:
             await on_startup(ctx)
@@ -147,6 +155,8 @@ def create_service_app(
 
     checks: dict[str, ReadinessCheck] = {"redis": redis_ready}
     if ctx.tables is not None:
+        from cnop.core.db import ping
+
         tables = ctx.tables
 
         async def dynamodb_ready() -> None:

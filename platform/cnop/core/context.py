@@ -10,16 +10,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from fastapi import Request
-from pynamodb.exceptions import PynamoDBConnectionError
 from redis.asyncio import Redis
 from starlette.concurrency import run_in_threadpool
 
 from cnop.core import deadline
-from cnop.core.db import Tables
 from cnop.core.faults import FaultFlags
 from cnop.core.internal import internal_headers
 from cnop.core.locks import UserLocks
@@ -28,6 +26,9 @@ from cnop.core.metrics import DEPENDENCY_ERRORS
 from cnop.core.problems import ProblemError
 from cnop.core.settings import ServiceSettings
 from cnop.core.tokens import TokenService
+
+if TYPE_CHECKING:  # PynamoDB and botocore (~20 MiB) load only in services that use DynamoDB
+    from cnop.core.db import Tables
 
 T = TypeVar("T")
 
@@ -53,6 +54,8 @@ class ServiceContext:
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking PynamoDB call off the event loop; an outage becomes a clean 503."""
+        from pynamodb.exceptions import PynamoDBConnectionError  # see TYPE_CHECKING above
+
         if await self.faults.dependency_down("dynamodb"):
             DEPENDENCY_ERRORS.labels(self.service, "dynamodb", fn.__name__, "fail_closed").inc()
             raise ProblemError(

@@ -538,6 +538,18 @@ def selftest(
             help="prove the scans instead: hardened no finding, each flaw on found by a probe",
         ),
     ] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="with --security: the hardened scan's engine (default schemathesis)"),
+    ] = None,
+    max_time: Annotated[
+        int | None,
+        typer.Option(
+            help="with --security: the hardened scan's time budget in seconds (default: the "
+            "profile's)",
+            min=10,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Prove each drill's checks: hardened they pass, with the protection off they fail.
@@ -547,8 +559,10 @@ def selftest(
     if security:
         from scenarios.cli_security import security_selftest
 
-        security_selftest(only, out, seed)
+        security_selftest(only, out, seed, engine=engine, max_time=max_time)
         return
+    if engine is not None or max_time is not None:
+        _usage_error("--engine and --max-time go with --security (the scans' selftest)")
     names = [only] if only else list(available())
     loaded = [_load(name) for name in names]
     tags = _tags(student, None, names)

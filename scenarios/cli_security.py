@@ -188,12 +188,22 @@ def scan_with_flaws(
         switch_flaws(runtime, before)
 
 
-def security_selftest(only: str | None, out: Path | None, seed: int | None) -> None:
+def security_selftest(
+    only: str | None,
+    out: Path | None,
+    seed: int | None,
+    *,
+    engine: str | None = None,
+    max_time: int | None = None,
+) -> None:
     """`lab selftest --security` (see :mod:`scenarios.security.selftest`); exits 0 only when
     every promise held."""
     from grader.report import render_index
     from scenarios.security.selftest import run_security_selftest
 
+    chosen_engine = engine or "schemathesis"
+    if chosen_engine not in ENGINES:
+        _usage_error(f"unknown engine {chosen_engine!r}; one of: {', '.join(ENGINES)}")
     names: list[str] | None = None
     if only:
         from scenarios.cli_flaws import check_names
@@ -209,7 +219,13 @@ def security_selftest(only: str | None, out: Path | None, seed: int | None) -> N
 
     try:
         outcome = run_security_selftest(
-            runtime, seed=chosen, out_dir=out_dir, only=names, progress=say
+            runtime,
+            seed=chosen,
+            out_dir=out_dir,
+            only=names,
+            engine=chosen_engine,
+            max_time_s=max_time,
+            progress=say,
         )
     except ScanError as exc:
         raise RuntimeError_(str(exc)) from exc

@@ -99,6 +99,7 @@ def run_security_selftest(
     only: list[str] | None = None,
     engine: str = "schemathesis",
     profile: str = "api",
+    max_time_s: int | None = None,
     progress: Progress | None = None,
 ) -> SecuritySelftest:
     say = progress or (lambda _: None)
@@ -113,7 +114,7 @@ def run_security_selftest(
         say(f"hardened scan: {profile} with {engine} and the probes")
         hardened = run_scan(
             runtime,
-            ScanOptions(profile=profile, engine=engine, seed=seed),
+            ScanOptions(profile=profile, engine=engine, seed=seed, max_time_s=max_time_s),
             out_dir=out_dir / "hardened" if out_dir else None,
             progress=say,
         )

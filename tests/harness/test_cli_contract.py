@@ -59,6 +59,8 @@ def _one_error_line(out: Any) -> str:
         (["run", "uptream-outage"], "did you mean 'upstream-outage'?"),
         (["scenarios", "order-rase"], "did you mean 'order-race'?"),
         (["selftest", "--only", "login-flod"], "did you mean 'login-flood'?"),
+        (["selftest", "--max-time", "30"], "go with --security"),
+        (["selftest", "--security", "--engine", "zapp"], "unknown engine 'zapp'"),
         (["run", "order-race", "--param", "concurency=3"], "did you mean 'concurrency'?"),
         (["run", "order-race", "--param", "concurrency=500"], "above the maximum 200"),
         (["run", "order-race", "--param", "concurrency=1"], "below the minimum 2"),

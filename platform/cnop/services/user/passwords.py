@@ -10,12 +10,17 @@ not faster anyway; the others wait their turn, but only as long as the request's
 leaves time for the hash itself. Past that, :class:`PasswordsBusy`: the service answers (429)
 while its caller still listens, instead of hashing for a caller who gave up, and a burst of
 logins never turns into gateway timeouts, which would count against the breaker every user shares.
+
+That memory goes back to the system when each hash ends (:func:`return_hash_memory`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import math
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +36,34 @@ from cnop.core import deadline
 _SMOOTHING = 0.2
 
 
+# glibc's mallopt parameter, and its own starting value for it.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def return_hash_memory() -> bool:
+    """Keep glibc from holding on to each hash's memory after it ends; True when in force.
+
+    argon2 takes its ``memory_cost_kib`` (19 MiB) from malloc. glibc serves a block that large
+    with mmap, and gives it back when freed, but then raises its mmap threshold to that size:
+    later blocks come from the hashing threads' own arenas and stay with the process. One burst
+    of logins left the user service 76 MiB larger for good (4 slots of 19 MiB). A fixed
+    threshold keeps such blocks mmapped, so each goes back when its hash ends. Other C
+    libraries do not grow a threshold; nothing to do there.
+    """
+    if not hasattr(os, "confstr") or not _glibc():
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
+
+
+def _glibc() -> bool:
+    try:
+        return bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):
+        return False
+
+
 class PasswordsBusy(Exception):
     """No hashing slot came free while the request's deadline still left time for the hash."""
 
@@ -40,6 +73,7 @@ class Passwords:
         self, *, time_cost: int, memory_cost_kib: int, parallelism: int, max_concurrent: int = 4
     ) -> None:
         self._slots = asyncio.Semaphore(max_concurrent)
+        return_hash_memory()
         self._hasher = PasswordHash(
             (
                 Argon2Hasher(

@@ -27,7 +27,11 @@ REDIS_DOWN_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-# After a failed dial, how long every further dial fails at once (then one trial dial goes out).
+# After this many dials in a row failed, every further dial fails at once for REDIAL_AFTER_SECONDS
+# (then one trial dial goes out). Not after one: under load a single dial can miss its timeout
+# while Redis is fine, and refusing every new connection for a second then would turn a slow
+# moment into refused logins.
+FAILED_DIALS_BEFORE_FAIL_FAST = 3
 REDIAL_AFTER_SECONDS = 1.0
 # Threads for name lookups: a lookup the caller gave up on keeps its thread until the resolver's
 # own timeout (10 s with glibc's defaults), and one trial per REDIAL_AFTER_SECONDS may start one.
@@ -41,23 +45,29 @@ class DialGate:
     DNS), or a dial hangs, every command would pay the whole connect timeout, reads that must fail
     open run out of their budget, and each abandoned name lookup holds a thread of the event
     loop's small resolver pool for the resolver's own timeout (10 s), so after Redis is back new
-    connections queue behind them. With the gate, a failed dial makes every dial in the next
-    ``redial_after`` seconds fail at once (microseconds), then a single trial dial goes out; the
-    first success closes the gate. Names are resolved on the gate's own threads, so a stuck
-    lookup never delays one made after Redis is back. redis-py's Retry and health checks retry or
-    probe, but none stops dialling a dead server, hence this small gate.
+    connections queue behind them. With the gate, once ``failures`` dials in a row have failed,
+    every dial in the next ``redial_after`` seconds fails at once (microseconds), then a single
+    trial dial goes out; the first success opens the gate again. Names are resolved on the
+    gate's own threads, so a stuck lookup never delays one made after Redis is back. redis-py's
+    Retry and health checks retry or probe, but none stops dialling a dead server, hence this
+    small gate.
     """
 
-    def __init__(self, redial_after: float = REDIAL_AFTER_SECONDS) -> None:
+    def __init__(
+        self,
+        redial_after: float = REDIAL_AFTER_SECONDS,
+        failures: int = FAILED_DIALS_BEFORE_FAIL_FAST,
+    ) -> None:
         self.redial_after = redial_after
+        self.failures = failures
         self.resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="redis-resolve")
-        self._down_until = 0.0  # monotonic; 0: no failure since the last success
-        self._failed = False
+        self._streak = 0  # dials failed in a row
+        self._down_until = 0.0  # monotonic
         self._trial = False
 
     def admit(self) -> None:
         """Raise at once while the gate is closed; admit one trial dial after the interval."""
-        if not self._failed:
+        if self._streak < self.failures:
             return
         wait = self._down_until - time.monotonic()
         if wait > 0 or self._trial:
@@ -67,10 +77,11 @@ class DialGate:
         self._trial = True
 
     def succeeded(self) -> None:
-        self._failed = self._trial = False
+        self._streak, self._trial = 0, False
 
     def failed(self) -> None:
-        self._failed, self._trial = True, False
+        self._streak += 1
+        self._trial = False
         self._down_until = time.monotonic() + self.redial_after
 
     def released(self) -> None:

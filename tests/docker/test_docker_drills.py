@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.engine import run_scenario
+from scenarios.engine import guarded_still_passing, run_selftest
 from scenarios.schema import available, find, load_scenario
 from tests.docker.conftest import DockerSandbox
 
@@ -27,13 +27,6 @@ _AFTER_LOGIN_RACE = (
 )
 KNOWN_ON_DOCKER = {
     "order-race": _AFTER_LOGIN_RACE,
-    "redis-outage": (
-        "also fails on a fresh Docker sandbox (6/11 on 2026-11-28: login-fails-closed, "
-        "balance-fails-open, login-recovers): while the redis container is down Docker's DNS "
-        "has no name `redis`, so every Redis step waits its 0.5 s timeout (gaierror, "
-        "TimeoutError) instead of being refused at once as on the local runtime, and the "
-        "services took ~8 s after the restart to serve logins again"
-    ),
     "slow-upstream": (
         "fails-fast-while-open bounds the client-side p99 of the open breaker's 503s at 100 ms; "
         "through Docker's edge network it measured 180 ms once on a 2-core CI machine (passed "
@@ -56,15 +49,17 @@ def _clean_state_after(docker_sandbox: DockerSandbox) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("name", DRILLS)
-def test_every_drill_passes_on_docker(
+def test_every_drill_passes_its_selftest_on_docker(
     docker_sandbox: DockerSandbox, name: str, tmp_path: Path
 ) -> None:
-    """Each drill, hardened, on Docker: every required check passes. The weakened half of
-    `lab selftest` (each guarded check fails) is the main suite's, on the local runtime
-    (tests/e2e/test_drills.py): what it proves is the drill's, not the runtime's, and on
-    Docker it costs two container recreations per drill."""
+    """`lab selftest` for each drill, on Docker: hardened every required check passes, and
+    with the drill's protection off (its `weaken:` settings, two container recreations) every
+    check that guards it fails. One selftest pass per drill, not a hardened run and then a
+    selftest: the hardened half is the same run."""
     scenario = load_scenario(find(name))
-    result = run_scenario(scenario, docker_sandbox.runtime, seed=20261125, out_dir=tmp_path)
+    outcome = run_selftest(scenario, docker_sandbox.runtime, seed=20261125, out_dir=tmp_path)
+    result = outcome.hardened
+    assert result is not None
     assert result.runtime == "docker" and result.mode == "hardened"
     # Every client the drill names was played by an address of its own on the edge network.
     seen = list(result.client_addresses.values())
@@ -86,5 +81,18 @@ def test_every_drill_passes_on_docker(
         },
         default=str,
     )[:6000]
-    print(f"{name}: {result.score}/{result.max_score} in {result.duration_s:.1f} s on Docker")
+    weakened = outcome.weakened
+    print(
+        f"{name}: hardened {result.score}/{result.max_score} in {result.duration_s:.1f} s, "
+        + (
+            f"weakened {weakened.score}/{weakened.max_score} in {weakened.duration_s:.1f} s "
+            if weakened is not None
+            else "no weakened run "
+        )
+        + "on Docker"
+    )
     assert result.passed, summary
+    assert weakened is not None and weakened.runtime == "docker" and weakened.mode == "weakened"
+    survivors = guarded_still_passing(weakened)
+    assert not survivors, f"weakened {name}: guarded checks still passed: {survivors}"
+    assert outcome.ok, outcome.problems

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.engine import guarded_still_passing, run_selftest
+from scenarios.engine import run_scenario
 from scenarios.schema import available, find, load_scenario
 from tests.docker.conftest import DockerSandbox
 
@@ -49,17 +49,17 @@ def _clean_state_after(docker_sandbox: DockerSandbox) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("name", DRILLS)
-def test_every_drill_passes_its_selftest_on_docker(
+def test_every_drill_passes_on_docker(
     docker_sandbox: DockerSandbox, name: str, tmp_path: Path
 ) -> None:
-    """`lab selftest` for each drill, on Docker: hardened every required check passes, and
-    with the drill's protection off (its `weaken:` settings, two container recreations) every
-    check that guards it fails. One selftest pass per drill, not a hardened run and then a
-    selftest: the hardened half is the same run."""
+    """Each drill, hardened, on Docker: every required check passes. The weakened half of
+    `lab selftest` (each guarded check fails) is the main suite's, on the local runtime
+    (tests/e2e/test_drills.py): what it proves is the drill's, not the runtime's. `lab selftest`
+    runs on Docker too, but its weakened halves cost two container recreations per drill (the
+    whole selftest took 20 min here under load, against 6.5 min hardened), more than CI's
+    90-minute budget leaves."""
     scenario = load_scenario(find(name))
-    outcome = run_selftest(scenario, docker_sandbox.runtime, seed=20261125, out_dir=tmp_path)
-    result = outcome.hardened
-    assert result is not None
+    result = run_scenario(scenario, docker_sandbox.runtime, seed=20261125, out_dir=tmp_path)
     assert result.runtime == "docker" and result.mode == "hardened"
     # Every client the drill names was played by an address of its own on the edge network.
     seen = list(result.client_addresses.values())
@@ -81,18 +81,5 @@ def test_every_drill_passes_its_selftest_on_docker(
         },
         default=str,
     )[:6000]
-    weakened = outcome.weakened
-    print(
-        f"{name}: hardened {result.score}/{result.max_score} in {result.duration_s:.1f} s, "
-        + (
-            f"weakened {weakened.score}/{weakened.max_score} in {weakened.duration_s:.1f} s "
-            if weakened is not None
-            else "no weakened run "
-        )
-        + "on Docker"
-    )
+    print(f"{name}: {result.score}/{result.max_score} in {result.duration_s:.1f} s on Docker")
     assert result.passed, summary
-    assert weakened is not None and weakened.runtime == "docker" and weakened.mode == "weakened"
-    survivors = guarded_still_passing(weakened)
-    assert not survivors, f"weakened {name}: guarded checks still passed: {survivors}"
-    assert outcome.ok, outcome.problems

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import httpx
-from google import genai
-from google.genai import types
 
 from cnop.core import deadline
 from cnop.core.breaker import BreakerOpenError, BreakerPolicy, CircuitBreaker
 from cnop.core.logging import log_event
 from cnop.services.insights.settings import Settings
 from cnop.services.insights.summary import SYSTEM_INSTRUCTION
+
+if TYPE_CHECKING:
+    from google import genai
 
 UPSTREAM = "gemini"
 
@@ -43,6 +45,11 @@ class GeminiSummarizer:
         self._client: genai.Client | None = None
         self._http: httpx.AsyncClient | None = None
         if settings.gemini_api_key is not None:
+            # Imported only with a key: without one (the offline lab) every summary is the
+            # rule-based fallback, and the SDK would cost the process ~25 MiB for nothing.
+            from google import genai
+            from google.genai import types
+
             # Our own httpx client: the SDK would otherwise switch to aiohttp whenever aiohttp is
             # installed (the gateway uses it), and the call's transport must not depend on what
             # else happens to be installed.
@@ -72,6 +79,8 @@ class GeminiSummarizer:
             ticket = self.breaker.before_call()
         except BreakerOpenError as exc:
             raise LLMUnavailable("circuit_open") from exc
+        from google.genai import types  # loaded already: there is a client
+
         try:
             async with asyncio.timeout(timeout):
                 response = await self._client.aio.models.generate_content(

@@ -94,6 +94,17 @@ def serve_in_thread(app: Any, lifespan: str = "off") -> Iterator[str]:
         thread.join(10)
 
 
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A throw-away redis-server on ``port`` (no persistence), for tests that stop and start
+    Redis themselves; the caller terminates it."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port, timeout=10)
+    return proc
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("redis-server")

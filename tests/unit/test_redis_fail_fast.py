@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -23,7 +22,7 @@ from cnop.core.redis import (
 )
 from redis.asyncio import Redis
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port, start_redis
 
 TIMEOUT = 0.5
 
@@ -46,15 +45,6 @@ def hanging_port() -> Iterator[int]:
     yield port
     for sock in (*fillers, server):
         sock.close()
-
-
-def _start_redis(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_for_port(port, timeout=10)
-    return proc
 
 
 async def _failing_call(client: Redis) -> float:
@@ -103,7 +93,7 @@ async def test_a_redis_that_comes_back_is_used_within_the_redial_interval() -> N
     try:
         for _ in range(FAILED_DIALS_BEFORE_FAIL_FAST):
             await _failing_call(client)  # nothing listens: refused, then the gate closes
-        server = _start_redis(port)
+        server = start_redis(port)
         began = time.perf_counter()
         while True:
             try:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+import uvicorn
 from cnop.core.breaker import BreakerPolicy, CircuitBreaker
 from cnop.core.problems import ProblemError
 from cnop.services.gateway.upstreams import RetryPolicy, Upstream
@@ -148,3 +149,22 @@ async def test_path_and_query_go_out_as_received_and_header_bytes_must_be_utf8()
             assert caught.value.status == 400
         finally:
             await upstream.aclose()
+
+
+async def test_idle_connections_are_dropped_before_the_backend_drops_them() -> None:
+    """A request sent on a pooled connection just as the backend closes it for idleness fails
+    without an answer (a 502 for a login, which is never retried): ours must expire first."""
+    upstream = Upstream(
+        "probe",
+        "http://127.0.0.1:9",
+        CircuitBreaker("probe", BreakerPolicy()),
+        timeout=1.0,
+        retry=RetryPolicy(retries=0),
+    )
+    try:
+        ours = upstream._client().connector
+        assert ours is not None
+        backend_idle = uvicorn.Config(app=None).timeout_keep_alive  # what cnop.run serves with
+        assert ours._keepalive_timeout < backend_idle / 2
+    finally:
+        await upstream.aclose()

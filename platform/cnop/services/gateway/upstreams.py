@@ -61,6 +61,8 @@ from cnop.core.metrics import UPSTREAM_REQUESTS
 from cnop.core.problems import PROBLEM_MEDIA_TYPE, ProblemError
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+# How long an idle pooled connection is reused: well under the backends' own idle timeout.
+KEEPALIVE_SECONDS = 2.0
 POOL_FULL_RETRY_AFTER = 1
 
 
@@ -132,6 +134,10 @@ class Upstream:
                     # the pool's size: closing the surplus after each burst cost a TCP
                     # handshake, on both sides, per request).
                     limit=self._max_connections,
+                    # Idle connections are dropped before the backend drops them (uvicorn: after
+                    # 5 s): a request sent on a connection the server is closing at that very
+                    # moment fails without an answer, a 502 for a login that cannot be retried.
+                    keepalive_timeout=KEEPALIVE_SECONDS,
                     # Resolved for each new connection, as a plain socket would: a restarted
                     # container may come back under a new address.
                     use_dns_cache=False,

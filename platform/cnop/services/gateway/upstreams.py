@@ -300,19 +300,14 @@ def header_text(name: str, value: str | bytes) -> str:
 
 
 def _target(base_url: str, path: str, query: bytes) -> str:
-    """The upstream URL, path and query as received (the path comes percent-encoded from
-    :func:`~cnop.services.gateway.routes.raw_path`); query bytes outside ASCII percent-encoded."""
-    target = base_url + _ascii(path)
-    if query:
-        target += "?" + _ascii(query)
-    return target
-
-
-def _ascii(raw: str | bytes) -> str:
-    data = raw.encode() if isinstance(raw, str) else raw
-    if data.isascii():
-        return data.decode()
-    return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in data)
+    """The upstream URL, path and query as received. The path is ASCII already (percent-encoded
+    by :func:`~cnop.services.gateway.routes.raw_path`); query bytes outside ASCII are
+    percent-encoded here."""
+    if not query:
+        return base_url + path
+    if not query.isascii():
+        query = "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in query).encode()
+    return f"{base_url}{path}?{query.decode()}"
 
 
 def sanitized(name: str, response: Reply) -> Reply:

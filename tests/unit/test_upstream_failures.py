@@ -63,14 +63,19 @@ async def echoes_request(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     writer.close()
 
 
-async def _call(base_url: str, *, budget: float = 2.0, **kwargs: object) -> ProblemError:
-    upstream = Upstream(
+def _upstream(base_url: str, budget: float) -> Upstream:
+    """An upstream without retries, so each failure is seen once."""
+    return Upstream(
         "probe",
         base_url,
         CircuitBreaker("probe", BreakerPolicy()),
         timeout=budget,
         retry=RetryPolicy(retries=0),
     )
+
+
+async def _call(base_url: str, *, budget: float = 2.0, **kwargs: object) -> ProblemError:
+    upstream = _upstream(base_url, budget)
     try:
         with pytest.raises(ProblemError) as caught:
             await upstream.send("GET", "/x", **kwargs)  # type: ignore[arg-type]
@@ -127,13 +132,7 @@ async def test_an_answer_past_the_deadline_is_a_timeout_and_504_on_time(
 
 async def test_path_and_query_go_out_as_received_and_header_bytes_must_be_utf8() -> None:
     async with raw_server(echoes_request) as url:
-        upstream = Upstream(
-            "probe",
-            url,
-            CircuitBreaker("probe", BreakerPolicy()),
-            timeout=2.0,
-            retry=RetryPolicy(retries=0),
-        )
+        upstream = _upstream(url, 2.0)
         try:
             reply = await upstream.send(
                 "GET",
@@ -154,13 +153,7 @@ async def test_path_and_query_go_out_as_received_and_header_bytes_must_be_utf8()
 async def test_idle_connections_are_dropped_before_the_backend_drops_them() -> None:
     """A request sent on a pooled connection just as the backend closes it for idleness fails
     without an answer (a 502 for a login, which is never retried): ours must expire first."""
-    upstream = Upstream(
-        "probe",
-        "http://127.0.0.1:9",
-        CircuitBreaker("probe", BreakerPolicy()),
-        timeout=1.0,
-        retry=RetryPolicy(retries=0),
-    )
+    upstream = _upstream("http://127.0.0.1:9", 1.0)
     try:
         ours = upstream._client().connector
         assert ours is not None

@@ -111,9 +111,11 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def memory(self) -> dict[str, int]:
-        """Bytes of memory each running component holds (resident set on the local runtime,
-        the container's usage on Docker): what a server must hold per sandbox, the figure a
-        workshop of 30 sandboxes is sized by. Components that are not running are absent."""
+        """Bytes of memory each running component holds (on the local runtime its proportional
+        set size where the system has one, pages shared between processes counted once, else
+        its resident set; the container's usage on Docker): what a server must hold per
+        sandbox, the figure a workshop of 30 sandboxes is sized by. Components that are not
+        running are absent."""
 
     @abc.abstractmethod
     def endpoints(self) -> Endpoints: ...

@@ -1,7 +1,8 @@
 """The local runtime: the platform as plain processes on this machine.
 
 redis-server, a moto DynamoDB server, Prometheus and the six services (``python -m cnop.run
-NAME``), each in its own session so a whole process group can be signalled (kill, stop, pause)
+NAME``, or on Linux forks of one interpreter that imported them once: ``cnop.launch``), each in
+its own session so a whole process group can be signalled (kill, stop, pause)
 and so Ctrl-C in the learner's terminal never takes the sandbox down by accident. What is running
 is recorded in ``state.json`` in the sandbox's home; every command reads it, so `lab down` in a
 new shell finds the processes `lab up` left in the background.
@@ -134,8 +135,10 @@ class LocalRuntime(Runtime):
                 # Services start together with Redis and moto: their imports take longer than
                 # moto's start-up (which replays the journal before it listens). One that loses
                 # the race (its table bootstrap finds no DynamoDB) exits and is started again.
-                for name in [*INFRA, *SERVICES]:
+                for name in INFRA:
                     state["components"][name] = self._spawn(name, state, secret)
+                self._save_state(state)
+                self._spawn_services(SERVICES, state, secret)
                 self._save_state(state)
                 self._wait_ready(["redis", "dynamodb"], state, deadline)
                 phases["infra_ready"] = time.monotonic() - began
@@ -210,7 +213,7 @@ class LocalRuntime(Runtime):
             try:
                 proc = psutil.Process(int(state["components"][name]["pid"]))
                 family = [proc, *proc.children(recursive=True)]
-                found[name] = sum(p.memory_info().rss for p in family)
+                found[name] = sum(_memory_held(p) for p in family)
             except psutil.Error:
                 continue  # gone between the two looks: not running
         return found
@@ -250,7 +253,10 @@ class LocalRuntime(Runtime):
                 raise RuntimeError_(f"{name} is paused; resume it instead of starting it")
             if proc is None:
                 secret = self.config.jwt_secret()
-                state["components"][name] = self._spawn(name, state, secret)
+                if name in SERVICES:
+                    self._spawn_services([name], state, secret)
+                else:
+                    state["components"][name] = self._spawn(name, state, secret)
                 self._save_state(state)
         self._wait_ready([name], state, time.monotonic() + START_TIMEOUT_SECONDS)
 
@@ -298,9 +304,8 @@ class LocalRuntime(Runtime):
         with self._locked():
             state = self._require_state()
             secret = self.config.jwt_secret()
-            for name in changed:
-                if self._pid_state(state, name) is None:
-                    state["components"][name] = self._spawn(name, state, secret)
+            gone = [name for name in changed if self._pid_state(state, name) is None]
+            self._spawn_services(gone, state, secret)
             self._save_state(state)
         self._wait_ready(changed, state, time.monotonic() + FLAW_RESTART_TIMEOUT_SECONDS)
         return changed
@@ -527,12 +532,51 @@ class LocalRuntime(Runtime):
                 close_fds=True,
             )
         self._children[proc.pid] = proc
-        return {
-            "pid": proc.pid,
-            "created": _created(proc.pid),
-            "started_at": _now_iso(),
-            "stopped": False,
-        }
+        return _entry(proc.pid)
+
+    def _spawn_services(self, names: Collection[str], state: dict[str, Any], secret: str) -> None:
+        """Start services into ``state``: forked from one interpreter that imported them once
+        (``cnop.launch``) where the config says so, else one ``python -m cnop.run`` each.
+
+        The forked children are not ours to reap (the launcher exits once they are forked), so
+        `lab status` reports a crashed one without its exit code; its log's last lines remain.
+        """
+        names = list(names)
+        if not names:
+            return
+        if not self.config.fork_services:
+            for name in names:
+                state["components"][name] = self._spawn(name, state, secret)
+            return
+        orders = []
+        for name in names:
+            _, env = self._command(name, state, secret)
+            log = str(self.config.log_file(name))
+            orders.append({"service": name, "env": env, "log": log, "cwd": str(self.config.home)})
+        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        # Modules read some variables when imported: the launcher has the services' own.
+        base = {k: v for k, v in orders[0]["env"].items() if not k.startswith("CNOP_")}
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "cnop.launch"],
+                input=json.dumps(orders).encode(),
+                capture_output=True,
+                env=base,
+                cwd=self.config.home,
+                timeout=START_TIMEOUT_SECONDS,
+                check=False,
+            )
+            pids = json.loads(done.stdout) if done.returncode == 0 else {}
+        except (subprocess.TimeoutExpired, ValueError) as exc:
+            raise RuntimeError_(f"the service launcher (cnop.launch) failed: {exc}") from exc
+        if set(pids) != set(names):
+            detail = done.stderr.decode(errors="replace").strip()[-2000:]
+            raise RuntimeError_(
+                f"the service launcher (cnop.launch) exited {done.returncode}: {detail}"
+                "\n(CNOP_LAB_FORK_SERVICES=false starts each service in an interpreter of its own)"
+            )
+        for name in names:
+            state["components"][name] = _entry(int(pids[name]))
 
     def _pid_state(self, state: dict[str, Any], name: str) -> str | None:
         """The process's /proc state letter (R, S, T...), or None when it is gone."""
@@ -653,7 +697,7 @@ class LocalRuntime(Runtime):
                     if self._pid_state(state, name) is None:
                         if name in respawn:
                             respawn.discard(name)
-                            state["components"][name] = self._spawn(name, state, secret)
+                            self._spawn_services([name], state, secret)
                             self._save_state(state)
                             continue
                         raise RuntimeError_(
@@ -705,6 +749,22 @@ class LocalRuntime(Runtime):
 # ==================================================================== helpers
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _memory_held(proc: psutil.Process) -> int:
+    """The process's proportional set size where the system reports one (Linux): each page it
+    shares (libraries, the services' common imports) counted once across its sharers, so the
+    figures of a sandbox add up to the RAM it takes. The resident set counts every shared page
+    in full in each process; it is the figure elsewhere."""
+    try:
+        return int(proc.memory_full_info().pss)
+    except (AttributeError, psutil.AccessDenied):
+        return int(proc.memory_info().rss)
+
+
+def _entry(pid: int) -> dict[str, Any]:
+    """What state.json records of a process just started."""
+    return {"pid": pid, "created": _created(pid), "started_at": _now_iso(), "stopped": False}
 
 
 def _created(pid: int) -> float | None:

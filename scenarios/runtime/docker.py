@@ -73,6 +73,12 @@ OVERRIDE_FILE = "docker-compose.override.yaml"
 BACKEND_NETWORK = "backend"
 EDGE_NETWORK = "edge"
 START_TIMEOUT_SECONDS = 60.0
+# How often a starting service's health is checked, where the engine can (API 1.44, Docker
+# Engine 25): healthy within half a second of ready, so `lab up` and each restart a drill makes
+# wait less. Once healthy, compose.yaml's interval applies. Older engines refuse the field, so
+# compose.yaml leaves it out and the lab's override adds it only where it is understood.
+HEALTH_START_INTERVAL = "0.5s"
+START_INTERVAL_API = (1, 44)
 STOP_TIMEOUT_SECONDS = 5
 SERVICE_PORTS = {
     "gateway": 8080,
@@ -197,6 +203,7 @@ class DockerRuntime(Runtime):
                 "overrides": {},
                 "flaws": wanted_flaws,  # security/flaws.yaml, switched on at start
             }
+            state["health_start_interval"] = self._engine_api() >= START_INTERVAL_API
             self._write_override(state)
             self._save_state(state)  # early, so `lab down` cleans up a half-started project
             began = time.monotonic()
@@ -683,9 +690,20 @@ class DockerRuntime(Runtime):
             env = dict(common)
             env.update(service_layers(cfg.home, state, name))
             services[name] = {"environment": env}
+            if state.get("health_start_interval"):
+                services[name]["healthcheck"] = {"start_interval": HEALTH_START_INTERVAL}
         text = "# Written by the lab's Docker runtime; regenerated on every change.\n"
         text += yaml.safe_dump({"services": services}, sort_keys=True)
         self.override_file.write_text(text)
+
+    def _engine_api(self) -> tuple[int, ...]:
+        """The engine's API version, (0,) where it does not say."""
+        server = self._engine(lambda d: d.version()).server
+        text = (server.api_version if server is not None else None) or "0"
+        try:
+            return tuple(int(part) for part in text.split("."))
+        except ValueError:
+            return (0,)
 
     def _free_edge_subnet(self) -> str:
         """A /24 for the edge network that overlaps no existing Docker network."""

@@ -62,6 +62,20 @@ def test_up_is_ready_within_budget(docker_sandbox: DockerSandbox) -> None:
     assert docker_sandbox.runtime.is_up()
 
 
+def test_services_are_checked_often_while_starting_where_the_engine_can(
+    docker_sandbox: DockerSandbox,
+) -> None:
+    """The probe itself answers healthy, and Docker Engine 25+ runs it every half second
+    until the service is healthy (the override's start_interval; older engines refuse it)."""
+    api = docker_sandbox.runtime._engine_api()
+    for name in SERVICES:
+        info = _inspect(_container_id(docker_sandbox, name))
+        assert info["State"]["Health"]["Status"] == "healthy", name
+        check = info["Config"]["Healthcheck"]
+        expected = 500_000_000 if api >= (1, 44) else None
+        assert check.get("StartInterval") == expected, (name, api, check)
+
+
 def test_gateway_health_on_loopback_only(docker_sandbox: DockerSandbox) -> None:
     response = httpx.get(docker_sandbox.endpoints.gateway + "/health", timeout=5)
     assert response.status_code == 200

@@ -356,3 +356,34 @@ def test_every_command_that_prints_has_json_and_is_documented() -> None:
         options = {opt for param in command.params for opt in getattr(param, "opts", [])}
         assert "--json" in options, f"`lab {name}` has no --json"
         assert f"`lab {name}" in documented, f"docs/cli.md does not document `lab {name} --json`"
+
+
+def _command_names(built: typer.Typer) -> set[str]:
+    group = typer.main.get_command(built)
+    assert isinstance(group, LabGroup)
+    return set(group.commands)
+
+
+def test_each_command_is_where_the_console_script_looks_for_it() -> None:
+    """`lab WORD` imports only COMMAND_MODULE[WORD]: every command must be in that table,
+    under the module that registers it, or the console script would not know it."""
+    import lab
+
+    assert set(lab.COMMAND_MODULE) == _command_names(app)
+    for word, module in lab.COMMAND_MODULE.items():
+        assert word in _command_names(lab.build_app([module])), (word, module)
+    assert lab.modules_for(["up", "--runtime", "local"]) == ("scenarios.cli_platform",)
+    for args in ([], ["--help"], ["no-such-command"], ["--install-completion"]):
+        assert lab.modules_for(args) == lab.COMMAND_MODULES
+
+
+def test_the_console_script_imports_only_the_command_it_runs() -> None:
+    probe = (
+        "import sys, lab; sys.argv = ['lab', 'status', '--help']\n"
+        "try:\n    lab.main()\nexcept SystemExit:\n    pass\n"
+        "print('scenarios.cli_drills' in sys.modules, 'scenarios.cli_platform' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False True", done.stdout + done.stderr

@@ -62,6 +62,7 @@ def test_default_ports_and_paths(config: LabConfig, tmp_path: Path) -> None:
 
 def test_env_overrides_and_offset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CNOP_LAB_HOME", raising=False)  # the shell's own sandbox, if any
     monkeypatch.setenv("CNOP_LAB_PORT_OFFSET", "1000")
     monkeypatch.setenv("CNOP_LAB_GATEWAY_PORT", "7000")
     monkeypatch.setenv("CNOP_LAB_SERVICE_ENV", '{"CNOP_BREAKER_ENABLED": "false"}')

@@ -78,6 +78,7 @@ class BenchResult:
     seconds: float
     connections: int
     tool: str
+    warmup: float = 0
     rows: list[Load] = field(default_factory=list)
 
     @property
@@ -92,6 +93,7 @@ class BenchResult:
             "route": self.route,
             "service": self.service,
             "seconds": self.seconds,
+            "warmup_seconds": self.warmup,
             "connections": self.connections,
             "tool": self.tool,
             "rows": [{**asdict(r), "ratio": round(self.ratio(r), 3)} for r in self.rows],
@@ -196,14 +198,30 @@ async def _python_load(
     }
 
 
-def measure(
-    path: str, url: str, headers: Mapping[str, str], seconds: float, connections: int, tool: str
-) -> Load:
+def _load(
+    url: str, headers: Mapping[str, str], seconds: float, connections: int, tool: str
+) -> dict[str, Any]:
     if tool == "wrk":
-        numbers = run_wrk(url, headers, seconds, connections)
-    else:
-        numbers = asyncio.run(_python_load(url, headers, seconds, connections))
-    return Load(path=path, url=url, tool=tool, **numbers)  # type: ignore[arg-type]
+        return run_wrk(url, headers, seconds, connections)
+    return asyncio.run(_python_load(url, headers, seconds, connections))
+
+
+def measure(
+    path: str,
+    url: str,
+    headers: Mapping[str, str],
+    seconds: float,
+    connections: int,
+    tool: str,
+    warmup: float = 0,
+) -> Load:
+    """``warmup`` seconds of the same load first, not counted: a path measured right after a
+    (re)start is slower for its first seconds (fresh connections and pools, caches filling, a
+    Prometheus still compacting), and which path comes first would decide the ratio."""
+    if warmup > 0:
+        _load(url, headers, warmup, connections, tool)
+    numbers = _load(url, headers, seconds, connections, tool)
+    return Load(path=path, url=url, tool=tool, **numbers)
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -235,6 +253,7 @@ def run_bench(
     route: str,
     seconds: float,
     connections: int,
+    warmup: float = 0,
     protections_off: Sequence[str] = (),
     say: Callable[[str], None] = lambda _line: None,
 ) -> BenchResult:
@@ -249,7 +268,7 @@ def run_bench(
             "so there is nothing to compare the gateway with; use --runtime local"
         )
     tool = load_tool()
-    result = BenchResult(route, service, seconds, connections, tool)
+    result = BenchResult(route, service, seconds, connections, tool, warmup)
     touched: set[str] = {"gateway"}
     try:
         say("gateway: rate limits lifted for the run (the limiter still runs)")
@@ -259,10 +278,14 @@ def run_bench(
         gateway_url = f"{endpoints.gateway}{API_PREFIX}{path}"
         say(f"direct: {direct_base}{path} ({seconds:.0f} s, {connections} connections, {tool})")
         result.rows.append(
-            measure("direct", f"{direct_base}{path}", direct_headers, seconds, connections, tool)
+            measure(
+                "direct", f"{direct_base}{path}", direct_headers, seconds, connections, tool, warmup
+            )
         )
         say(f"gateway: {gateway_url}")
-        result.rows.append(measure("gateway", gateway_url, token, seconds, connections, tool))
+        result.rows.append(
+            measure("gateway", gateway_url, token, seconds, connections, tool, warmup)
+        )
         for name in protections_off:
             envs = PROTECTIONS[name]
             touched.update(envs)
@@ -271,7 +294,9 @@ def run_bench(
                 extra = LIFTED_LIMITS if svc == "gateway" else {}
                 runtime.reconfigure(svc, {**extra, **env})
             result.rows.append(
-                measure(f"gateway, {name} off", gateway_url, token, seconds, connections, tool)
+                measure(
+                    f"gateway, {name} off", gateway_url, token, seconds, connections, tool, warmup
+                )
             )
             _configure(runtime, {svc: LIFTED_LIMITS if svc == "gateway" else None for svc in envs})
     finally:

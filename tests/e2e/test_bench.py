@@ -16,6 +16,8 @@ def test_bench_measures_direct_gateway_and_a_protection_off(
         "bench",
         "--seconds",
         "2",
+        "--warmup",
+        "1",
         "--connections",
         "4",
         "--route",
@@ -30,7 +32,7 @@ def test_bench_measures_direct_gateway_and_a_protection_off(
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     assert [r["path"] for r in result["rows"]] == ["direct", "gateway", "gateway, limiter off"]
-    assert result["tool"] in ("wrk", "python")
+    assert result["tool"] in ("wrk", "python") and result["warmup_seconds"] == 1
     for row in result["rows"]:
         assert row["requests"] > 0, row
         assert row["non_2xx"] <= row["requests"] * 0.05, row

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
+import shutil
+import threading
+import time
+
 import pytest
 
-from scenarios.bench import PROTECTIONS, parse_protections, parse_wrk
+from scenarios.bench import PROTECTIONS, measure, parse_protections, parse_wrk
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:48191/api/v1/inventory/assets/BTC
   1 threads and 2 connections
@@ -56,3 +61,35 @@ def test_protection_switches() -> None:
         with pytest.raises(ValueError, match="limiter=off"):
             parse_protections([bad])
     assert set(PROTECTIONS) >= {"limiter", "breaker", "revocation", "internal-auth"}
+
+
+@pytest.mark.parametrize("tool", ["python", "wrk"])
+def test_the_warm_up_load_runs_first_and_is_not_counted(tool: str) -> None:
+    if tool == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk); the python load is tested")
+    hits = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            hits.append(time.monotonic())
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        began = time.monotonic()
+        row = measure("direct", url, {}, 1, 2, tool, warmup=1)
+    finally:
+        server.shutdown()
+    warm = [t for t in hits if t < began + 0.9]
+    assert warm, "no load before the measured second"
+    assert 0 < row.requests <= len(hits) - len(warm)

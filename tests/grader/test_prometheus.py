@@ -202,3 +202,39 @@ def test_chart_from_query(prometheus: PromServer, timeline: RunContext) -> None:
         assert missing.series == {}
     with Prometheus("http://127.0.0.1:9") as down:
         assert chart_from_query(down, "Down", "up", timeline.phases).series == {}
+
+
+class _Recording:
+    """Prometheus as a chart sees it: what it was asked to wait for, and which range."""
+
+    def __init__(self) -> None:
+        self.waited: list[float] = []
+        self.ranges: list[tuple[float, float, float]] = []  # (start, end, asked at)
+
+    def wait_for_scrape_after(self, moment: datetime | float, timeout: float = 10.0) -> bool:
+        self.waited.append(moment if isinstance(moment, float) else moment.timestamp())
+        return True
+
+    def query_range(self, query: str, start: float, end: float, step: float = 1.0) -> list:
+        self.ranges.append((start, end, time.time()))
+        return []
+
+
+def _drill(start: float, end: float) -> Phase:
+    at = datetime.fromtimestamp
+    return Phase(name="drill", start=at(start, UTC), end=at(end, UTC))
+
+
+def test_a_chart_made_as_the_drill_ends_does_not_wait_for_its_padding() -> None:
+    """The padding after the drill shows what is scraped by then: waiting for five more
+    seconds of scrapes made every drill five seconds longer."""
+    began, ended = _now().timestamp() - 20, _now().timestamp()
+    phases = [_drill(began, ended)]
+    prom = _Recording()
+    chart_from_query(prom, "Requests", "up", phases)  # type: ignore[arg-type]
+    assert prom.waited == [pytest.approx(ended)]
+    [(start, end, asked)] = prom.ranges
+    assert start == pytest.approx(began - 5) and ended <= end <= asked
+    old = [_drill(began - 60, began)]
+    chart_from_query(prom, "Requests", "up", old)  # type: ignore[arg-type]
+    assert prom.ranges[-1][1] == pytest.approx(began + 5)  # long over: the whole padding

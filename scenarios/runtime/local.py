@@ -135,10 +135,7 @@ class LocalRuntime(Runtime):
                 # Services start together with Redis and moto: their imports take longer than
                 # moto's start-up (which replays the journal before it listens). One that loses
                 # the race (its table bootstrap finds no DynamoDB) exits and is started again.
-                for name in INFRA:
-                    state["components"][name] = self._spawn(name, state, secret)
-                self._save_state(state)
-                self._spawn_services(SERVICES, state, secret)
+                self._start_components([*INFRA, *SERVICES], state, secret)
                 self._save_state(state)
                 self._wait_ready(["redis", "dynamodb"], state, deadline)
                 phases["infra_ready"] = time.monotonic() - began
@@ -253,10 +250,7 @@ class LocalRuntime(Runtime):
                 raise RuntimeError_(f"{name} is paused; resume it instead of starting it")
             if proc is None:
                 secret = self.config.jwt_secret()
-                if name in SERVICES:
-                    self._spawn_services([name], state, secret)
-                else:
-                    state["components"][name] = self._spawn(name, state, secret)
+                self._start_components([name], state, secret)
                 self._save_state(state)
         self._wait_ready([name], state, time.monotonic() + START_TIMEOUT_SECONDS)
 
@@ -305,7 +299,7 @@ class LocalRuntime(Runtime):
             state = self._require_state()
             secret = self.config.jwt_secret()
             gone = [name for name in changed if self._pid_state(state, name) is None]
-            self._spawn_services(gone, state, secret)
+            self._start_components(gone, state, secret)
             self._save_state(state)
         self._wait_ready(changed, state, time.monotonic() + FLAW_RESTART_TIMEOUT_SECONDS)
         return changed
@@ -534,20 +528,23 @@ class LocalRuntime(Runtime):
         self._children[proc.pid] = proc
         return _entry(proc.pid)
 
-    def _spawn_services(self, names: Collection[str], state: dict[str, Any], secret: str) -> None:
-        """Start services into ``state``: forked from one interpreter that imported them once
-        (``cnop.launch``) where the config says so, else one ``python -m cnop.run`` each.
+    def _start_components(self, names: Collection[str], state: dict[str, Any], secret: str) -> None:
+        """Start components into ``state``: Redis, moto and Prometheus a process each (first:
+        they start while the services import), the services forked from one interpreter that
+        imported them once (``cnop.launch``) where the config says so, else a
+        ``python -m cnop.run`` each.
 
         The forked children are not ours to reap (the launcher exits once they are forked), so
         `lab status` reports a crashed one without its exit code; its log's last lines remain.
         """
-        names = list(names)
-        if not names:
-            return
-        if not self.config.fork_services:
-            for name in names:
+        forked = [n for n in names if n in SERVICES] if self.config.fork_services else []
+        for name in names:
+            if name not in forked:
                 state["components"][name] = self._spawn(name, state, secret)
-            return
+        if forked:
+            self._fork_services(forked, state, secret)
+
+    def _fork_services(self, names: list[str], state: dict[str, Any], secret: str) -> None:
         orders = []
         for name in names:
             _, env = self._command(name, state, secret)
@@ -697,7 +694,7 @@ class LocalRuntime(Runtime):
                     if self._pid_state(state, name) is None:
                         if name in respawn:
                             respawn.discard(name)
-                            self._spawn_services([name], state, secret)
+                            self._start_components([name], state, secret)
                             self._save_state(state)
                             continue
                         raise RuntimeError_(

@@ -3,6 +3,7 @@ on free ports, so parallel sessions (and a running ``lab up``) never collide."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import socket
@@ -173,6 +174,16 @@ def service_env(redis_url: str, dynamodb_endpoint: str, redis_sync: Redis) -> di
         "fault_refresh_seconds": 0,
         "log_level": "WARNING",
     }
+
+
+async def eventually(predicate: Callable[[], Any], seconds: float = 10.0) -> bool:
+    """Poll until ``predicate()`` is truthy: a fixed sleep flakes on a loaded CI machine."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 @asynccontextmanager

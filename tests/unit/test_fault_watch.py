@@ -13,6 +13,8 @@ from cnop.core.faults import FaultFlags, fault_key
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from tests.conftest import eventually
+
 
 def _events(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
@@ -20,14 +22,6 @@ def _events(caplog: pytest.LogCaptureFixture) -> list[str]:
         for r in caplog.records
         if getattr(r, "event", "").startswith("fault_") and r.name.startswith("cnop")
     ]
-
-
-async def _until(condition, seconds: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 def test_a_cleared_fault_is_logged_and_unset_without_any_request(
@@ -46,9 +40,9 @@ def test_a_cleared_fault_is_logged_and_unset_without_any_request(
         watcher = asyncio.create_task(flags.watch())
         try:
             await redis.set(fault_key(service, "latency"), json.dumps({"ms": 10}), ex=60)
-            assert await _until(lambda: gauge() == 1)
+            assert await eventually(lambda: gauge() == 1)
             await redis.delete(fault_key(service, "latency"))
-            assert await _until(lambda: gauge() == 0)
+            assert await eventually(lambda: gauge() == 0)
         finally:
             watcher.cancel()
             await redis.aclose()

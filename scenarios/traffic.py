@@ -177,6 +177,10 @@ class OrderRaceParams(_Params):
     amount_usd: float | None = Field(default=None, gt=0)
     idempotency_key: bool = False
     delay_s: float = Field(default=0, ge=0, le=60)  # after sizing the order, before sending
+    # A buy refused with 409 (lock contention) is sent again after its Retry-After, as a
+    # well-behaved client does, at most this many times: contention then delays a buy the
+    # account can afford instead of losing it, however long each holder keeps the lock.
+    conflict_retries: int = Field(default=0, ge=0, le=10)
 
 
 class IdempotentOrdersParams(_Params):
@@ -587,6 +591,7 @@ async def run_login_many_users(
         await probe_retry_after(ctx, client, name, p.probe_path)
 
 
+MAX_RETRY_AFTER_S = 5  # a client that retries waits what Retry-After says, but not longer
 PROBE_ASKS = 5  # requests sent at most to be refused once (each admitted one spends a slot)
 PROBE_ROUNDS = 2  # refusals taken at their word, each right after a fresh slot was spent
 PROBE_POLL_S = 0.05  # pause between asks while waiting for the next slot
@@ -734,9 +739,21 @@ async def run_order_race(
         if p.idempotency_key:
             headers["Idempotency-Key"] = f"lab-{ctx.nonce}-{name}-{i}"
         await release.wait()
-        await send(
-            ctx, client, name, "POST", f"{API}/orders", route="buy", headers=headers, json_body=body
-        )
+        for attempt in range(p.conflict_retries + 1):
+            obs = await send(
+                ctx,
+                client,
+                name,
+                "POST",
+                f"{API}/orders",
+                route="buy" if attempt == 0 else "buy-retry",
+                headers=headers,
+                json_body=body,
+            )
+            wait = obs.header("Retry-After") or ""
+            if obs.status != 409 or not wait.isdigit():
+                return
+            await asyncio.sleep(min(int(wait), MAX_RETRY_AFTER_S))
 
     tasks = [asyncio.create_task(one(i)) for i in range(p.concurrency)]
     await asyncio.sleep(p.delay_s)  # every task is parked on the event: they start together

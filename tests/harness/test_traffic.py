@@ -305,6 +305,54 @@ async def test_order_race_sizes_orders_from_the_price(gateway: tuple[str, FastAP
     assert ctx.recorder.stats["race.quantity"] == "0.03773584"
 
 
+def contended() -> FastAPI:
+    """Answers its first ``app.state.busy`` buys 409 (lock contention) with Retry-After, then
+    fills three and refuses the rest 422, like an account that can afford three buys."""
+    app = FastAPI()
+    app.state.busy, app.state.fills = 4, 0
+
+    @app.get("/api/v1/inventory/assets/{asset_id}")
+    async def asset(asset_id: str) -> dict:
+        return {"data": {"asset_id": asset_id, "price_usd": "100.00"}}
+
+    @app.post("/api/v1/orders")
+    async def order() -> JSONResponse:
+        if app.state.busy > 0:
+            app.state.busy -= 1
+            return JSONResponse({"title": "busy"}, status_code=409, headers={"Retry-After": "1"})
+        app.state.fills += 1
+        return JSONResponse({}, status_code=201 if app.state.fills <= 3 else 422)
+
+    return app
+
+
+async def test_a_race_client_retries_lock_contention_after_its_retry_after() -> None:
+    with serve_in_thread(contended(), lifespan="auto") as url:
+        ctx = context(url)
+        params = OrderRaceParams(
+            account="victim", asset_id="ETH", concurrency=6, amount_usd=100, conflict_retries=2
+        )
+        await run_order_race(ctx, "race", params, None)
+        await ctx.aclose()
+    observed = ctx.recorder.observations["race"]
+    # The four refused buys come back once each: no affordable buy is lost to contention.
+    assert sorted(o.status for o in observed) == [201] * 3 + [409] * 4 + [422] * 3
+    retried = [o for o in observed if o.route == "buy-retry"]
+    assert len(retried) == 4 and all(o.status != 409 for o in retried)
+    first_409 = min(o.t for o in observed if o.status == 409)
+    assert min(o.t for o in retried) - first_409 >= 0.95  # after Retry-After, not at once
+
+
+async def test_a_race_client_without_retries_or_retry_after_takes_the_409() -> None:
+    app = contended()
+    with serve_in_thread(app, lifespan="auto") as url:
+        ctx = context(url)
+        params = OrderRaceParams(account="victim", asset_id="ETH", concurrency=6, amount_usd=100)
+        await run_order_race(ctx, "race", params, None)
+        await ctx.aclose()
+    assert sorted(o.status for o in ctx.recorder.observations["race"]) == ([201] * 2 + [409] * 4)
+
+
 async def test_unreachable_gateway_is_status_zero() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

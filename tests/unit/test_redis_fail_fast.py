@@ -62,15 +62,17 @@ async def test_after_a_hanging_dial_a_burst_of_calls_fails_at_once(hanging_port:
             first = await _failing_call(client)
             assert first < TIMEOUT * 2 + 0.3, first
         burst = [await _failing_call(client) for _ in range(20)]
-        # Without the gate each call waits its whole connect timeout (20 x 0.5 s).
-        assert sum(burst) < 0.2, burst
+        # Without the gate each call waits its whole connect timeout (20 x 0.5 s): no call may
+        # take that long, and all twenty together take less than two would (at once is ~ms;
+        # the rest is room for a loaded machine).
+        assert max(burst) < TIMEOUT and sum(burst) < 2 * TIMEOUT, burst
         # Concurrent callers too: none of them dials.
         began = time.perf_counter()
         results = await asyncio.gather(
             *(client.get("k") for _ in range(50)), return_exceptions=True
         )
         assert all(isinstance(r, REDIS_DOWN_ERRORS) for r in results)
-        assert time.perf_counter() - began < 0.2
+        assert time.perf_counter() - began < TIMEOUT  # a dial would hang for all of it
     finally:
         await client.aclose()
 
@@ -81,7 +83,7 @@ async def test_an_unresolvable_name_fails_within_the_timeout_then_at_once() -> N
         for _ in range(FAILED_DIALS_BEFORE_FAIL_FAST):
             assert await _failing_call(client) < TIMEOUT * 2 + 0.3
         burst = [await _failing_call(client) for _ in range(20)]
-        assert sum(burst) < 0.2, burst
+        assert max(burst) < TIMEOUT and sum(burst) < 2 * TIMEOUT, burst
     finally:
         await client.aclose()
 

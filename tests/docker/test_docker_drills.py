@@ -20,13 +20,7 @@ pytestmark = pytest.mark.docker
 # Every drill, also those added later: nothing keeps a drill passing on Docker but this.
 # A drill that does not pass on Docker yet stays in the run, marked with why (not strict: a
 # pass is reported too).
-_AFTER_LOGIN_RACE = (
-    "when this suite ran login-race's weakened half (80 concurrent password checks) just before, "
-    "registration answered 503 for longer than setup's 30 s wait; since the suite runs drills "
-    "hardened only it passed (2026-11-27), but the cause is not found, so it stays marked"
-)
 KNOWN_ON_DOCKER = {
-    "order-race": _AFTER_LOGIN_RACE,
     "slow-upstream": (
         "fails-fast-while-open bounds the client-side p99 of the open breaker's 503s at 100 ms; "
         "through Docker's edge network it measured 180 ms once on a 2-core CI machine (passed "

@@ -171,6 +171,11 @@ def test_runtime_operations(box: Box) -> None:
     assert order.state == "running" and order.ready and order.pid != old_pid
 
     runtime.pause("inventory")
+    # SIGSTOP takes effect when the process next runs, which a loaded machine may not let it
+    # do before its state is read: poll for it.
+    deadline = time.monotonic() + 10
+    while states()["inventory"].state != "paused" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert states()["inventory"].state == "paused"
     with pytest.raises(httpx.TimeoutException):
         httpx.get(f"{runtime.endpoints().services['inventory']}/health", timeout=0.5)

@@ -34,6 +34,8 @@ def test_lab_query_prints_an_instant_vector_as_a_table(sandbox: Sandbox) -> None
 
 
 def test_lab_query_json_and_range(sandbox: Sandbox) -> None:
+    # Scraped up, whatever restarted the gateway just before (a fresh sandbox, other tests).
+    _wait_for_series(sandbox, 'up{job="gateway"} == 1')
     out = sandbox.lab("query", 'up{job="gateway"}', "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)

@@ -452,7 +452,10 @@ async def test_breaker_opens_answers_fast_and_recovers(sandbox: Sandbox) -> None
                 timings.append(time.perf_counter() - started)
                 problem(r, 503)
                 assert r.headers["retry-after"]
-            assert statistics.median(timings) < 0.010, timings
+            # At once: a few ms on an idle machine, 10 ms measured under load (a dozen
+            # processes on 2 cores); calling the dead upstream instead costs its two retries'
+            # backoff, at least 75 ms (25-50 ms, then 50-100 ms).
+            assert statistics.median(timings) < 0.050, timings
             # Other upstreams are not affected.
             _, auth = await register_and_login(c)
             assert (await c.get(f"{API}/balance", headers=auth)).status_code == 200
@@ -484,12 +487,24 @@ async def test_fifty_concurrent_buys_for_a_user_who_can_afford_ten(sandbox: Sand
         r = await c.post(f"{API}/balance/deposit", headers=auth, json={"amount": str(deposit)})
         assert r.status_code == 201, r.text
         order = {"order_type": "market_buy", "asset_id": "BTC", "quantity": str(quantity)}
-        responses = await asyncio.gather(
-            *(c.post(f"{API}/orders", headers=auth, json=order) for _ in range(50))
-        )
+
+        async def buy() -> httpx.Response:
+            # A 409 (the 1 s lock wait ran out: nothing was executed) is sent again after its
+            # Retry-After, as a well-behaved client and the order-race drill do: on a loaded
+            # machine the lock holders are slow enough that a second of waiting lost
+            # affordable buys (9 to 15 of the 50 were 409s with 10 fills, so at the edge).
+            for _ in range(3):
+                r = await c.post(f"{API}/orders", headers=auth, json=order)
+                if r.status_code != 409:
+                    return r
+                await asyncio.sleep(int(r.headers["retry-after"]))
+            return await c.post(f"{API}/orders", headers=auth, json=order)
+
+        responses = await asyncio.gather(*(buy() for _ in range(50)))
         statuses = [r.status_code for r in responses]
         assert statuses.count(201) == 10, statuses
-        # 429: past the 20 requests a user may have in flight; 409: the lock wait ran out.
+        # 429: past the 20 requests a user may have in flight; 409: the lock wait ran out
+        # every time.
         assert all(s in (201, 409, 422, 429) for s in statuses), statuses
         for r in responses:
             if r.status_code != 201:

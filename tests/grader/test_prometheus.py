@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -24,21 +25,28 @@ def timeline(prometheus: PromServer) -> RunContext:
     exporter = prometheus.exporter
     with Prometheus(prometheus.url) as prom:
         assert prom.wait_for_scrape_after(time.time(), timeout=20), "no first scrape"
-    exporter.gauge.set(0)
-    exporter.requests.labels(route="/a").inc(0)
-    exporter.requests.labels(route="/b").inc(0)
-    drill_start = _now()
-    time.sleep(3)
-    fault_start = _now()
-    exporter.gauge.set(1)
-    for _ in range(4):
-        exporter.requests.labels(route="/a").inc(10)
-        exporter.requests.labels(route="/b").inc(1)
-        time.sleep(1)
-    fault_end = _now()
-    exporter.gauge.set(0)
-    time.sleep(3)
-    drill_end = _now()
+        exporter.gauge.set(0)
+        exporter.requests.labels(route="/a").inc(0)
+        exporter.requests.labels(route="/b").inc(0)
+        drill_start = _now()
+        time.sleep(3)
+        # A phase ends only once Prometheus has scraped its last change (the zeros the fault's
+        # increase counts from, the fault's last increment): 1 s scrapes normally have, but a
+        # loaded machine can delay or drop a scrape and leave a phase without the samples the
+        # checks count. The drill's own end needs no wait: the checks wait for it.
+        assert prom.wait_for_scrape_after(drill_start, timeout=20), "no scrape of the zeros"
+        fault_start = _now()
+        exporter.gauge.set(1)
+        for _ in range(4):
+            exporter.requests.labels(route="/a").inc(10)
+            exporter.requests.labels(route="/b").inc(1)
+            incremented = time.time()
+            time.sleep(1)
+        assert prom.wait_for_scrape_after(incremented, timeout=20), "no scrape of the fault"
+        fault_end = _now()
+        exporter.gauge.set(0)
+        time.sleep(3)
+        drill_end = _now()
     return RunContext(
         prometheus_url=prometheus.url,
         gateway_url="http://127.0.0.1:9",
@@ -62,7 +70,10 @@ def test_instant_increase_over_the_phase_passes_and_fails(timeline: RunContext) 
     assert ok.points == 3 and ok.max_points == 3
     ev = ok.evidence
     assert ev["query"].startswith('sum(increase(lab_test_requests_total{route="/a"}[')
-    assert ev["window"]["promql_window"] in ("6s", "7s")  # 4 s phase + 2 s margin, rounded up
+    fault = timeline.phases["fault"]
+    fault_s = (fault.end - fault.start).total_seconds()  # 4 s, more if a scrape was late
+    # The phase + 2 s margin, rounded up.
+    assert ev["window"]["promql_window"] == f"{math.ceil(fault_s) + 2}s"
     assert 30 <= ev["observed"] <= 60
     assert ev["mode"] == "instant" and ev["samples"]
     assert "holds" in ev["comparison"]
@@ -117,7 +128,9 @@ def test_range_checks_pass_and_fail(timeline: RunContext) -> None:
         timeline,
     )
     assert open_seconds.passed, open_seconds.evidence
-    assert open_seconds.evidence["observed"] <= 7
+    # About the fault's seconds (4, more if a scrape was late), not the drill's 10.
+    fault = timeline.phases["fault"]
+    assert open_seconds.evidence["observed"] <= (fault.end - fault.start).total_seconds() + 3
 
 
 def test_evidence_is_bounded(timeline: RunContext) -> None:
@@ -175,6 +188,9 @@ def test_client_queries_and_waits(prometheus: PromServer) -> None:
 
 
 def test_chart_from_query(prometheus: PromServer, timeline: RunContext) -> None:
+    # The padding after the drill holds what is scraped by the time the chart is made: let it
+    # reach a step past the drill's end, however long the tests before this one took.
+    time.sleep(max(0.0, timeline.phases["drill"].end.timestamp() + 1.5 - time.time()))
     with Prometheus(prometheus.url) as prom:
         chart = chart_from_query(
             prom,

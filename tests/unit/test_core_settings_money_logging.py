@@ -91,6 +91,7 @@ async def test_password_hashing_runs_at_most_max_concurrent_at_once() -> None:
     passwords = Passwords(time_cost=1, memory_cost_kib=1024, parallelism=1, max_concurrent=2)
     running = peak = 0
     guard = threading.Lock()
+    two_at_once = threading.Event()
     verify = passwords._hasher.verify
 
     def counting(*args: object) -> bool:
@@ -98,10 +99,17 @@ async def test_password_hashing_runs_at_most_max_concurrent_at_once() -> None:
         with guard:
             running += 1
             peak = max(peak, running)
+            if running >= 2:
+                two_at_once.set()
         try:
             import time
 
-            time.sleep(0.05)
+            # A hash holds its slot until a second one runs too: a fixed 0.05 s alone let a
+            # loaded machine start the second thread after the first was done (peak 1). If the
+            # limit never lets two in, the first gives up waiting after 5 s and peak says so.
+            if not two_at_once.wait(5):
+                two_at_once.set()
+            time.sleep(0.05)  # and overlaps the others, should the limit let more in
             return verify(*args)  # type: ignore[arg-type]
         finally:
             with guard:

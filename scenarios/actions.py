@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,19 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b,
     ">": lambda a, b: a > b,
 }
+
+
+def batches(specs: Sequence[ActionSpec]) -> list[list[ActionSpec]]:
+    """Consecutive reconfigures form one batch (their services restart together: a drill's
+    setup that reconfigures two services waits for one restart); any other action is a batch
+    of its own, in order."""
+    out: list[list[ActionSpec]] = []
+    for spec in specs:
+        if spec.action == "reconfigure" and out and out[-1][-1].action == "reconfigure":
+            out[-1].append(spec)
+        else:
+            out.append([spec])
+    return out
 
 
 @dataclass
@@ -83,13 +96,7 @@ class ActionRunner:
             rt.resume(target)
             d.paused.discard(target)
         elif name == "reconfigure":
-            assert target
-            env = self.env_for(target, spec.env)
-            rt.reconfigure(target, env)
-            if spec.env is None:
-                d.reconfigured.discard(target)
-            else:
-                d.reconfigured.add(target)
+            return self.run_batch([spec])
         elif name == "set_fault":
             assert target and spec.fault
             rt.set_fault(target, spec.fault, spec.params, spec.ttl_seconds)
@@ -101,6 +108,24 @@ class ActionRunner:
         else:  # pragma: no cover - the schema's Literal forbids it
             raise RuntimeError_(f"unknown action {name!r}")
         return spec.describe()
+
+    def run_batch(self, batch: Sequence[ActionSpec]) -> str:
+        """Do a batch of :func:`batches`: one action, or reconfigures whose services restart
+        together."""
+        if len(batch) == 1 and batch[0].action != "reconfigure":
+            return self.run(batch[0])
+        changes: dict[str, dict[str, str] | None] = {}
+        for spec in batch:
+            assert spec.action == "reconfigure" and spec.target
+            changes[spec.target] = self.env_for(spec.target, spec.env)
+        self.runtime.reconfigure_many(changes)
+        for spec in batch:
+            assert spec.target
+            if spec.env is None:
+                self.damage.reconfigured.discard(spec.target)
+            else:
+                self.damage.reconfigured.add(spec.target)
+        return "; ".join(spec.describe() for spec in batch)
 
     def _wait_for(self, spec: ActionSpec) -> str:
         assert spec.query
@@ -155,7 +180,9 @@ class ActionRunner:
         for name in sorted(d.down, key=lambda n: n in SERVICES):
             attempt(f"start {name}", rt.start, name)
         d.down.clear()
-        for name in sorted(d.reconfigured):
-            attempt(f"reconfigure {name}", rt.reconfigure, name, self.env_for(name, None))
+        if d.reconfigured:
+            names = sorted(d.reconfigured)
+            defaults = {name: self.env_for(name, None) for name in names}
+            attempt(f"reconfigure {', '.join(names)}", rt.reconfigure_many, defaults)
         d.reconfigured.clear()
         return problems

@@ -243,8 +243,7 @@ def bench_user(gateway: str) -> dict[str, str]:
 
 
 def _configure(runtime: Runtime, envs: Mapping[str, Mapping[str, str] | None]) -> None:
-    for service, env in envs.items():
-        runtime.reconfigure(service, env)
+    runtime.reconfigure_many(envs)
 
 
 def run_bench(
@@ -290,9 +289,8 @@ def run_bench(
             envs = PROTECTIONS[name]
             touched.update(envs)
             say(f"gateway, {name} off: {', '.join(sorted(envs))} reconfigured")
-            for svc, env in envs.items():
-                extra = LIFTED_LIMITS if svc == "gateway" else {}
-                runtime.reconfigure(svc, {**extra, **env})
+            lifted = {svc: LIFTED_LIMITS if svc == "gateway" else {} for svc in envs}
+            _configure(runtime, {svc: {**lifted[svc], **env} for svc, env in envs.items()})
             result.rows.append(
                 measure(
                     f"gateway, {name} off", gateway_url, token, seconds, connections, tool, warmup

@@ -97,12 +97,12 @@ def _settings_in_force(
     try:
         for service, env in settings.items():
             say(f"weaken {service}: {dict(env)}")
-            runtime.reconfigure(service, dict(env))
+        runtime.reconfigure_many({service: dict(env) for service, env in settings.items()})
         yield
     finally:
-        for service in settings:
-            say(f"restore {service} defaults")
-            runtime.reconfigure(service, None)
+        if settings:
+            say(f"restore {', '.join(settings)} defaults")
+            runtime.reconfigure_many(dict.fromkeys(settings))
 
 
 def _runtime() -> Runtime:
@@ -503,9 +503,8 @@ def reset(as_json: JsonOption = False) -> None:
     if flawed:
         say(f"flaws off: {', '.join(flawed)}")
         runtime.set_flaws({})
-    for name in SERVICES:
-        say(f"{name}: default settings")
-        runtime.reconfigure(name, None)
+    say(f"{', '.join(SERVICES)}: default settings")
+    runtime.reconfigure_many(dict.fromkeys(SERVICES))
     keys = runtime.clear_state_keys()
     say(f"cleared {keys} state keys; the platform is back to its defaults")
     finish(

@@ -43,7 +43,7 @@ from grader.prometheus import Prometheus, PrometheusError
 from grader.report import render_run
 from grader.timeline import build_timeline
 from scenarios.accounts import registration_body
-from scenarios.actions import OPS, ActionRunner
+from scenarios.actions import OPS, ActionRunner, batches
 from scenarios.provenance import RunTags
 from scenarios.provenance import collect as collect_provenance
 from scenarios.runtime.base import SERVICES, ClientAddresses, Runtime, RuntimeError_
@@ -490,9 +490,9 @@ def run_scenario(
         net = runtime.client_addresses(drill_addresses(scenario))
         if net.note:
             run.say(f"client addresses: {net.note}")
-        for action in scenario.setup_actions:
-            run.say(f"setup: {action.describe()}")
-            run.runner.run(action)
+        for batch in batches(scenario.setup_actions):
+            run.say("setup: " + "; ".join(action.describe() for action in batch))
+            run.runner.run_batch(batch)
         asyncio.run(_prepare_and_run(run, net, prom))
     except KeyboardInterrupt:
         interrupted = True
@@ -504,12 +504,13 @@ def run_scenario(
         run.errors.append(f"unexpected {type(exc).__name__}: {exc}")
         run.say(f"error: {type(exc).__name__}: {exc}")
     finally:
-        for action in scenario.rollbacks:
-            run.say(f"rollback: {action.describe()}")
+        for batch in batches(scenario.rollbacks):
+            described = "; ".join(action.describe() for action in batch)
+            run.say(f"rollback: {described}")
             try:
-                run.runner.run(action)
+                run.runner.run_batch(batch)
             except Exception as exc:  # every rollback is tried
-                run.errors.append(f"rollback {action.describe()}: {exc}")
+                run.errors.append(f"rollback {described}: {exc}")
         run.errors.extend(f"undo {p}" for p in run.runner.undo_all())
     if interrupted:
         prom.close()
@@ -671,7 +672,7 @@ def run_selftest(
         try:
             for service, env in scenario.weaken.items():
                 say(f"weaken {service}: {env}")
-                runtime.reconfigure(service, env)
+            runtime.reconfigure_many(scenario.weaken)
             weakened = run_scenario(
                 scenario,
                 runtime,
@@ -683,12 +684,11 @@ def run_selftest(
                 tags=tags,
             )
         finally:
-            for service in scenario.weaken:
-                say(f"restore {service} defaults")
-                try:
-                    runtime.reconfigure(service, None)
-                except RuntimeError_ as exc:
-                    problems.append(f"restoring {service}: {exc}")
+            say(f"restore {', '.join(scenario.weaken)} defaults")
+            try:
+                runtime.reconfigure_many(dict.fromkeys(scenario.weaken))
+            except RuntimeError_ as exc:
+                problems.append(f"restoring {', '.join(scenario.weaken)}: {exc}")
         survivors = guarded_still_passing(weakened)
         missing = [c for c in scenario.guarded_checks if c not in {r.id for r in weakened.checks}]
         weakened_ok = not survivors and not missing

@@ -226,9 +226,9 @@ def assigned_settings(
     try:
         for service, env in settings.items():
             say(f"assignment settings for {service}: {env}")
-            runtime.reconfigure(service, env)
+        runtime.reconfigure_many(settings)
         yield
     finally:
-        for service in settings:
-            say(f"restore {service} defaults")
-            runtime.reconfigure(service, None)
+        if settings:
+            say(f"restore {', '.join(settings)} defaults")
+            runtime.reconfigure_many(dict.fromkeys(settings))

@@ -160,6 +160,13 @@ class Runtime(abc.ABC):
         """Restart a service with extra settings (``{"CNOP_BREAKER_ENABLED": "false"}``),
         or with its defaults again when ``env`` is None; waits until it is ready."""
 
+    def reconfigure_many(self, changes: Mapping[str, Mapping[str, str] | None]) -> None:
+        """reconfigure() several services; the runtimes that can restart them together, so a
+        drill that reconfigures two services (or a selftest that weakens three) waits for one
+        restart instead of one after another."""
+        for name, env in changes.items():
+            self.reconfigure(name, env)
+
     def configure(self, name: str, env: Mapping[str, str] | None) -> None:
         """Restart a service with the student's own settings (``lab config set``), kept apart
         from a drill's: ``reconfigure(name, None)`` and ``lab reset`` leave them in place."""

@@ -434,28 +434,36 @@ class DockerRuntime(Runtime):
         self._engine(lambda d: d.network.connect(network, container["id"], alias=name))
 
     def reconfigure(self, name: str, env: Mapping[str, str] | None) -> None:
-        self._restart_with(name, "overrides", env)
+        self.reconfigure_many({name: env})
+
+    def reconfigure_many(self, changes: Mapping[str, Mapping[str, str] | None]) -> None:
+        self._restart_with("overrides", changes)
 
     def configure(self, name: str, env: Mapping[str, str] | None) -> None:
-        self._restart_with(name, "config", env)
+        self._restart_with("config", {name: env})
 
-    def _restart_with(self, name: str, layer: str, env: Mapping[str, str] | None) -> None:
-        """Set one settings layer of a service (``overrides``: a drill's; ``config``: the
-        student's ``lab config``) and recreate just that service's container."""
-        check_settings(name, env)
+    def _restart_with(self, layer: str, changes: Mapping[str, Mapping[str, str] | None]) -> None:
+        """Set one settings layer of some services (``overrides``: a drill's; ``config``: the
+        student's ``lab config``) and recreate just their containers, in one compose call."""
+        for name, env in changes.items():
+            check_settings(name, env)
+        if not changes:
+            return
         with self._locked():
             state = self._require_state()
             settings = state.setdefault(layer, {})
-            if env is None:
-                settings.pop(name, None)
-            else:
-                settings[name] = {k: str(v) for k, v in env.items()}
+            for name, env in changes.items():
+                if env is None:
+                    settings.pop(name, None)
+                else:
+                    settings[name] = {k: str(v) for k, v in env.items()}
             self._write_override(state)
             self._save_state(state)
             # Recreating drops the old container's log; graders read events from before too.
-            self._archive_logs(name)
-            # Recreate only this service with its new environment; its dependencies stay up.
-            self._recreate([name])
+            for name in changes:
+                self._archive_logs(name)
+            # Recreate only these services with their new environment; the rest stay up.
+            self._recreate(list(changes))
 
     def _recreate(self, services: list[str]) -> None:
         """Recreate these services with their current environment; dependencies stay up."""

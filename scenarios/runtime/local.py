@@ -261,28 +261,39 @@ class LocalRuntime(Runtime):
         self._send_running(name, signal.SIGCONT)
 
     def reconfigure(self, name: str, env: Mapping[str, str] | None) -> None:
-        self._restart_with(name, "overrides", env)
+        self.reconfigure_many({name: env})
+
+    def reconfigure_many(self, changes: Mapping[str, Mapping[str, str] | None]) -> None:
+        self._restart_with("overrides", changes)
 
     def configure(self, name: str, env: Mapping[str, str] | None) -> None:
-        self._restart_with(name, "config", env)
+        self._restart_with("config", {name: env})
 
-    def _restart_with(self, name: str, layer: str, env: Mapping[str, str] | None) -> None:
-        """Set one settings layer of a service (``overrides``: a drill's; ``config``: the
-        student's ``lab config``) and restart just that service."""
-        check_settings(name, env)
+    def _restart_with(self, layer: str, changes: Mapping[str, Mapping[str, str] | None]) -> None:
+        """Set one settings layer of some services (``overrides``: a drill's; ``config``: the
+        student's ``lab config``) and restart just those, together."""
+        for name, env in changes.items():
+            check_settings(name, env)
+        if not changes:
+            return
         with self._locked():
             state = self._require_state()
             settings = state.setdefault(layer, {})
-            if env is None and name not in settings and self._pid_state(state, name) is not None:
-                # Already on its defaults: no restart, so a blanket "reset" stays cheap.
-                return
-            if env is None:
-                settings.pop(name, None)
-            else:
-                settings[name] = {k: str(v) for k, v in env.items()}
+            restart = []
+            for name, env in changes.items():
+                if (
+                    env is None
+                    and name not in settings
+                    and self._pid_state(state, name) is not None
+                ):
+                    continue  # already on its defaults: no restart, so a "reset" stays cheap
+                if env is None:
+                    settings.pop(name, None)
+                else:
+                    settings[name] = {k: str(v) for k, v in env.items()}
+                restart.append(name)
             self._save_state(state)
-        self.stop(name)
-        self.start(name)
+        self._restart_together(restart, START_TIMEOUT_SECONDS)
 
     def set_flaws(self, flaws: FlawLayer) -> list[str]:
         wanted = normalise_flaws(flaws)  # a bad layer is refused before the lock is taken
@@ -290,19 +301,20 @@ class LocalRuntime(Runtime):
             state = self._require_state()
             changed = switch_flaws_in(state, wanted)
             self._save_state(state)
-        if not changed:
-            return []
-        for name in changed:
-            self.stop(name)
-        # Started together and waited for together: six services restart in the time of one.
+        self._restart_together(changed, FLAW_RESTART_TIMEOUT_SECONDS)
+        return changed
+
+    def _restart_together(self, names: list[str], timeout: float) -> None:
+        """Stopped together, started together and waited for together: several services
+        restart in about the time of one."""
+        if not names:
+            return
         with self._locked():
             state = self._require_state()
-            secret = self.config.jwt_secret()
-            gone = [name for name in changed if self._pid_state(state, name) is None]
-            self._start_components(gone, state, secret)
+            self._terminate(state, names)
+            self._start_components(names, state, self.config.jwt_secret())
             self._save_state(state)
-        self._wait_ready(changed, state, time.monotonic() + FLAW_RESTART_TIMEOUT_SECONDS)
-        return changed
+        self._wait_ready(names, state, time.monotonic() + timeout)
 
     # ================================================================ fault flags / Redis
     def set_fault(

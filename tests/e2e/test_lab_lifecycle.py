@@ -208,6 +208,24 @@ def test_runtime_operations(box: Box) -> None:
     assert box.state()["overrides"] == {}
     assert states()["auth"].ready
 
+    # Several at once (a drill's setup, a selftest's weakening): restarted together, each with
+    # its own settings; one already on its defaults is left running.
+    pids = {name: box.state()["components"][name]["pid"] for name in ("auth", "user", "order")}
+    timeout = {"CNOP_INTERNAL_TIMEOUT_SECONDS": "0.8"}
+    runtime.reconfigure_many({"auth": timeout, "user": timeout})
+    after = box.state()
+    assert after["overrides"] == {"auth": timeout, "user": timeout}
+    for name in ("auth", "user"):
+        assert after["components"][name]["pid"] != pids[name] and states()[name].ready
+        port = after["metrics_ports"][name]
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert f'cnop_setting{{name="internal_timeout_seconds",service="{name}"}} 0.8' in metrics
+    runtime.reconfigure_many({"auth": None, "user": None, "order": None})
+    after = box.state()
+    assert after["overrides"] == {}
+    assert after["components"]["order"]["pid"] == pids["order"]  # was on its defaults
+    assert states()["auth"].ready and states()["user"].ready
+
     # DynamoDB keeps its data through an outage, as the real one does.
     username, password = register_account(box.gateway, "persist")
     runtime.kill("dynamodb")

@@ -90,7 +90,7 @@ def test_hidden_settings_sit_under_the_students_fix_and_a_drills_reconfiguration
 def test_a_challenge_run_needs_the_platform_started_with_that_challenge(tmp_path: Path) -> None:
     assignment, _, public, _ = make_challenge(tmp_path / "course")
     config = LabConfig(home=tmp_path / "lab", port_offset=0)
-    runtime = SimpleNamespace(config=config, reconfigure=lambda *_: None)
+    runtime = SimpleNamespace(config=config, reconfigure_many=lambda *_: None)
     tags = RunTags(student="ada", assignment=assignment)
     with (
         pytest.raises(RuntimeError_, match="is a challenge: start the platform with"),

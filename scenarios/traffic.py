@@ -378,6 +378,12 @@ async def send(
     return obs
 
 
+def retry_after_s(obs: Observation) -> int | None:
+    """The answer's Retry-After in whole seconds, None when absent or not a number of seconds."""
+    wait = obs.header("Retry-After") or ""
+    return int(wait) if wait.isdigit() else None
+
+
 async def paced(
     rate: float,
     duration: float | None,
@@ -640,9 +646,9 @@ async def _refused(
     """Ask until refused, at most ``PROBE_ASKS`` times: that refusal's Retry-After (s)."""
     for _ in range(PROBE_ASKS):
         answer = await send(ctx, client, name, "GET", path, route="ask")
-        wait = answer.header("Retry-After") or ""
-        if answer.status == 429 and wait.isdigit():
-            return int(wait)
+        wait = retry_after_s(answer)
+        if answer.status == 429 and wait is not None:
+            return wait
     return None
 
 
@@ -750,10 +756,10 @@ async def run_order_race(
                 headers=headers,
                 json_body=body,
             )
-            wait = obs.header("Retry-After") or ""
-            if obs.status != 409 or not wait.isdigit():
+            wait = retry_after_s(obs)
+            if obs.status != 409 or wait is None:
                 return
-            await asyncio.sleep(min(int(wait), MAX_RETRY_AFTER_S))
+            await asyncio.sleep(min(wait, MAX_RETRY_AFTER_S))
 
     tasks = [asyncio.create_task(one(i)) for i in range(p.concurrency)]
     await asyncio.sleep(p.delay_s)  # every task is parked on the event: they start together

@@ -160,6 +160,26 @@ class Runtime(abc.ABC):
         """Restart a service with extra settings (``{"CNOP_BREAKER_ENABLED": "false"}``),
         or with its defaults again when ``env`` is None; waits until it is ready."""
 
+    @staticmethod
+    def _set_layer(
+        settings: dict[str, Any],
+        changes: Mapping[str, Mapping[str, str] | None],
+        running: Collection[str],
+    ) -> list[str]:
+        """Write ``changes`` into one settings layer (name -> env; None drops the service's
+        entry); returns the services to restart. One already on its defaults (no entry) and
+        running is left alone, so a blanket "reset" stays cheap."""
+        restart = []
+        for name, env in changes.items():
+            if env is None and name not in settings and name in running:
+                continue
+            if env is None:
+                settings.pop(name, None)
+            else:
+                settings[name] = {k: str(v) for k, v in env.items()}
+            restart.append(name)
+        return restart
+
     def reconfigure_many(self, changes: Mapping[str, Mapping[str, str] | None]) -> None:
         """reconfigure() several services; the runtimes that can restart them together, so a
         drill that reconfigures two services (or a selftest that weakens three) waits for one

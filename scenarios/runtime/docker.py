@@ -451,21 +451,12 @@ class DockerRuntime(Runtime):
             return
         with self._locked():
             state = self._require_state()
-            settings = state.setdefault(layer, {})
             running = {
                 name
                 for name, info in self._containers().items()
                 if info["state"] == "running" and info.get("health") in ("healthy", None)
             }
-            recreate = []
-            for name, env in changes.items():
-                if env is None and name not in settings and name in running:
-                    continue  # already on its defaults: no restart, so a "reset" stays cheap
-                if env is None:
-                    settings.pop(name, None)
-                else:
-                    settings[name] = {k: str(v) for k, v in env.items()}
-                recreate.append(name)
+            recreate = self._set_layer(state.setdefault(layer, {}), changes, running)
             if not recreate:
                 return
             self._write_override(state)

@@ -278,20 +278,8 @@ class LocalRuntime(Runtime):
             return
         with self._locked():
             state = self._require_state()
-            settings = state.setdefault(layer, {})
-            restart = []
-            for name, env in changes.items():
-                if (
-                    env is None
-                    and name not in settings
-                    and self._pid_state(state, name) is not None
-                ):
-                    continue  # already on its defaults: no restart, so a "reset" stays cheap
-                if env is None:
-                    settings.pop(name, None)
-                else:
-                    settings[name] = {k: str(v) for k, v in env.items()}
-                restart.append(name)
+            running = [name for name in changes if self._pid_state(state, name) is not None]
+            restart = self._set_layer(state.setdefault(layer, {}), changes, running)
             self._save_state(state)
         self._restart_together(restart, START_TIMEOUT_SECONDS)
 

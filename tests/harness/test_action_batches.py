@@ -5,8 +5,10 @@ is still reconfigured."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from scenarios.actions import ActionRunner, batches
+from scenarios.runtime.base import Runtime
 from scenarios.schema import ActionSpec
 
 
@@ -69,3 +71,13 @@ def test_a_batch_is_one_restart_and_the_undo_restores_what_is_left_in_one_more()
     assert runtime.calls[-1] == {"gateway": {"W": "off"}}
     assert runner.damage.reconfigured == set()
     assert len(runtime.calls) == 3
+
+
+def test_a_settings_layer_restarts_only_what_changes() -> None:
+    layer: dict[str, Any] = {"order": {"A": "1"}}
+    changes = {"order": None, "gateway": {"B": 2}, "user": None, "auth": None}
+    restart = Runtime._set_layer(layer, changes, running={"order", "gateway", "user"})
+    # order leaves the layer; gateway joins it (as text); user runs on its defaults already;
+    # auth is not running, so it is started again.
+    assert restart == ["order", "gateway", "auth"]
+    assert layer == {"gateway": {"B": "2"}}
